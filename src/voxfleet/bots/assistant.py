@@ -1,0 +1,173 @@
+"""The built-in offline assistant: an ordinary Pipecat bot, usable as an example.
+
+Silero VAD -> faster-whisper tiny.en -> an OpenAI-compatible LLM (by default the local
+llama.cpp server voxfleet starts) -> Piper (en_US-joe-medium). It greets the caller on connect.
+
+Runs unchanged under voxfleet (``async def bot(runner_args)``) and under Pipecat's own dev
+runner (``python -m voxfleet.bots.assistant -t webrtc``). Environment:
+
+- ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY`` / ``OPENAI_MODEL``: the LLM (voxfleet sets them to
+  its local server; point them at OpenAI or any compatible service to use that instead).
+- ``DEEPGRAM_API_KEY``: use Deepgram for STT instead of Whisper (needs ``pipecat-ai[deepgram]``).
+- ``CARTESIA_API_KEY`` (+ ``CARTESIA_VOICE_ID``): use Cartesia for TTS (``pipecat-ai[cartesia]``).
+
+voxfleet calls ``preload()`` once in the template process before it forks sessions: the Piper
+voice and Silero model (ONNX Runtime, fork-safe) load there and every session starts with them
+ready. Whisper (CTranslate2) is not fork-safe once loaded, so each session loads it in a
+background thread while the greeting plays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from typing import Any
+
+from loguru import logger
+from pipecat.audio.vad.silero import SileroVADAnalyzer
+from pipecat.frames.frames import TTSSpeakFrame
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.aggregators.llm_response_universal import (
+    LLMContextAggregatorPair,
+    LLMUserAggregatorParams,
+)
+from pipecat.runner.types import RunnerArguments
+from pipecat.runner.utils import create_transport
+from pipecat.services.openai.llm import OpenAILLMService
+from pipecat.services.piper.tts import PiperTTSService
+from pipecat.services.whisper.stt import WhisperSTTService
+from pipecat.transports.base_transport import TransportParams
+from pipecat.workers.runner import WorkerRunner
+
+from voxfleet.bots import models
+
+SYSTEM_PROMPT = (
+    "You are a friendly voice assistant. Answer in one or two short sentences. "
+    "Your words are spoken aloud, so use no lists, markdown or emojis."
+)
+GREETING = "Hello! I'm your offline voice assistant. What can I help you with?"
+
+# Services built once per process before any session (see preload()); a forked session gets
+# its own copy of each, so nothing is shared between calls.
+_preloaded: dict[str, Any] = {}
+
+
+class BackgroundWhisperSTTService(WhisperSTTService):
+    """Whisper that loads its model in a thread, so the pipeline (and greeting) start at once."""
+
+    def _load(self) -> None:
+        self._loaded = threading.Event()
+
+        def load() -> None:
+            try:
+                WhisperSTTService._load(self)
+            except Exception as exc:  # noqa: BLE001 - logged; run_stt then reports the missing model
+                logger.error(f"Whisper model failed to load: {exc}")
+            finally:
+                self._loaded.set()
+
+        threading.Thread(target=load, name="whisper-load", daemon=True).start()
+
+    async def run_stt(self, audio: bytes):
+        if not self._loaded.is_set():
+            await asyncio.to_thread(self._loaded.wait)
+        async for frame in super().run_stt(audio):
+            yield frame
+
+
+def _make_tts():
+    if os.environ.get("CARTESIA_API_KEY"):
+        from pipecat.services.cartesia.tts import CartesiaTTSService
+
+        return CartesiaTTSService(
+            api_key=os.environ["CARTESIA_API_KEY"],
+            settings=CartesiaTTSService.Settings(
+                voice=os.environ.get("CARTESIA_VOICE_ID", "71a7ad14-091c-4e8e-a314-022ece01c121")
+            ),
+        )
+    return PiperTTSService(
+        download_dir=models.piper_voice_dir(),
+        settings=PiperTTSService.Settings(voice=models.PIPER_VOICE),
+    )
+
+
+def _make_stt():
+    if os.environ.get("DEEPGRAM_API_KEY"):
+        from pipecat.services.deepgram.stt import DeepgramSTTService
+
+        return DeepgramSTTService(api_key=os.environ["DEEPGRAM_API_KEY"])
+    return BackgroundWhisperSTTService(
+        device="cpu",
+        compute_type="int8",
+        settings=WhisperSTTService.Settings(model=str(models.whisper_model_dir())),
+    )
+
+
+def _make_llm() -> OpenAILLMService:
+    base_url = os.environ.get("OPENAI_BASE_URL")
+    api_key = os.environ.get("OPENAI_API_KEY")
+    if not base_url and not api_key:
+        raise RuntimeError(
+            "no LLM configured: set OPENAI_BASE_URL (voxfleet serve sets it to its local "
+            "llama.cpp server) or OPENAI_API_KEY"
+        )
+    return OpenAILLMService(
+        api_key=api_key or "not-needed",
+        base_url=base_url,
+        settings=OpenAILLMService.Settings(
+            model=os.environ.get("OPENAI_MODEL", "gpt-4o-mini"),
+            system_instruction=SYSTEM_PROMPT,
+            max_tokens=80,
+        ),
+    )
+
+
+def preload() -> None:
+    """Build the fork-safe, session-independent services once (called by voxfleet's template)."""
+    _preloaded["tts"] = _make_tts()
+    _preloaded["vad"] = SileroVADAnalyzer()
+
+
+async def bot(runner_args: RunnerArguments) -> None:
+    tts = _preloaded.pop("tts", None) or _make_tts()
+    vad = _preloaded.pop("vad", None) or SileroVADAnalyzer()
+    stt = _make_stt()
+    llm = _make_llm()
+
+    transport = await create_transport(
+        runner_args,
+        {"webrtc": lambda: TransportParams(audio_in_enabled=True, audio_out_enabled=True)},
+    )
+    context = LLMContext()
+    user_aggregator, assistant_aggregator = LLMContextAggregatorPair(
+        context, user_params=LLMUserAggregatorParams(vad_analyzer=vad)
+    )
+    pipeline = Pipeline(
+        [transport.input(), stt, user_aggregator, llm, tts, transport.output(), assistant_aggregator]
+    )
+    worker = PipelineWorker(
+        pipeline,
+        params=PipelineParams(enable_metrics=True, enable_usage_metrics=True),
+        idle_timeout_secs=getattr(runner_args, "pipeline_idle_timeout_secs", None),
+    )
+    runner = WorkerRunner(handle_sigint=getattr(runner_args, "handle_sigint", False))
+    await runner.add_workers(worker)
+
+    @transport.event_handler("on_client_connected")
+    async def on_client_connected(_transport, _client):
+        await worker.queue_frames([TTSSpeakFrame(GREETING)])
+
+    @transport.event_handler("on_client_disconnected")
+    async def on_client_disconnected(_transport, _client):
+        await runner.cancel()
+
+    await runner.run()
+
+
+if __name__ == "__main__":
+    from pipecat.runner.run import main
+
+    main()

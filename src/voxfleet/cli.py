@@ -1,0 +1,95 @@
+"""``voxfleet`` command line: serve, agents, bench."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+from voxfleet.config import AgentSpec, load_settings
+from voxfleet.exceptions import ConfigError
+
+
+def _settings_from(args: argparse.Namespace):
+    overrides = {"host": args.host, "port": args.port, "log_level": args.log_level}
+    if getattr(args, "bot", None):
+        path = Path(args.bot)
+        name = args.agent_name or path.stem.replace("_", "-").lower()
+        overrides["agents"] = [AgentSpec(name=name, bot=str(path.resolve()), description=f"{path.name}")]
+    if getattr(args, "advertise", None):
+        overrides["advertised_addresses"] = args.advertise
+    return load_settings(**overrides)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from voxfleet.control.server import serve
+    from voxfleet.observability.logs import configure_logging
+
+    settings = _settings_from(args)
+    configure_logging(settings.log_level, process="control")
+    try:
+        asyncio.run(serve(settings, announce=lambda line: print(line, flush=True)))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_agents(args: argparse.Namespace) -> int:
+    settings = _settings_from(args)
+    for agent in settings.agents:
+        print(f"{agent.name}\t{agent.bot}\t{agent.description}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from voxfleet.clients.bench import run_ttfw_bench
+
+    report = asyncio.run(run_ttfw_bench(sessions=args.sessions, bot=args.bot, include_peer=not args.no_peer,
+                                        speech_text=args.question))
+    print(json.dumps(report, indent=2) if args.json else report["text"])
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="voxfleet", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--host", help="bind address (default 127.0.0.1)")
+        p.add_argument("--port", type=int, help="HTTP port (default 7860; 0 picks a free one)")
+        p.add_argument("--bot", help="serve this bot.py (async def bot(runner_args)) instead of the agents in config")
+        p.add_argument("--agent-name", help="agent name for --bot (default: the file's stem)")
+        p.add_argument("--advertise", action="append", metavar="IP",
+                       help="IP address bots offer as ICE host candidate (repeatable)")
+        p.add_argument("--log-level", help="DEBUG, INFO, WARNING (default INFO)")
+
+    serve = sub.add_parser("serve", help="run the control plane, the bots' templates and the website")
+    common(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    agents = sub.add_parser("agents", help="list the configured agents")
+    common(agents)
+    agents.set_defaults(func=cmd_agents)
+
+    bench = sub.add_parser("bench", help="benchmarks")
+    bench_sub = bench.add_subparsers(dest="bench", required=True)
+    ttfw = bench_sub.add_parser("ttfw", help="time to first word: voxfleet vs Pipecat's dev runner")
+    ttfw.add_argument("-n", "--sessions", type=int, default=10)
+    ttfw.add_argument("--bot", default=None, help="bot file to serve in both (default: the built-in assistant)")
+    ttfw.add_argument("--no-peer", action="store_true", help="skip the Pipecat dev-runner run")
+    ttfw.add_argument("--question", default="What is the capital of France?")
+    ttfw.add_argument("--json", action="store_true")
+    ttfw.set_defaults(func=cmd_bench)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"voxfleet: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""The one typed settings object, read once at start and passed down.
+
+Sources, highest priority first: explicit overrides (CLI flags), environment variables
+``VOXFLEET_*`` (nested with ``__``, e.g. ``VOXFLEET_LLM__BASE_URL``), a ``voxfleet.toml`` file
+(path in ``VOXFLEET_CONFIG``, default ``./voxfleet.toml``), then the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+from voxfleet.exceptions import ConfigError
+
+BUILTIN_ASSISTANT = "voxfleet.bots.assistant"
+_AGENT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+class AgentSpec(BaseModel):
+    """One agent: a Pipecat bot file served under a name."""
+
+    name: str = Field(description="URL-safe agent name (lower case, digits, '-', '_').")
+    bot: str = Field(
+        description="Path to a bot.py defining `async def bot(runner_args)`, or a dotted module name."
+    )
+    description: str = Field(default="", description="Shown in GET /v1/agents and on the website.")
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_url_safe(cls, value: str) -> str:
+        if not _AGENT_NAME.match(value):
+            raise ValueError(f"agent name {value!r} must match {_AGENT_NAME.pattern}")
+        return value
+
+
+class IceServer(BaseModel):
+    """A STUN/TURN server, handed to clients in `iceConfig` and used by the bot's peer."""
+
+    urls: list[str]
+    username: str | None = None
+    credential: str | None = Field(default=None, repr=False)
+
+
+class LLMSettings(BaseModel):
+    """Where the bots' LLM lives. With no `base_url`, voxfleet starts a local llama.cpp server."""
+
+    base_url: str | None = Field(
+        default=None,
+        description="OpenAI-compatible endpoint. None: run the bundled llama.cpp server locally.",
+    )
+    model: str = Field(default="smollm2-135m-instruct", description="Model name sent to the endpoint.")
+    api_key: str = Field(default="not-needed", repr=False, description="API key for `base_url`.")
+    local_model: Literal["smollm2", "gemma3-270m"] = Field(
+        default="smollm2", description="Which bundled GGUF the local llama.cpp server loads."
+    )
+    local_port: int = Field(default=0, description="Port of the local llama.cpp server (0: pick one).")
+    local_threads: int = Field(default=1, ge=1, description="CPU threads for the local LLM.")
+    local_ctx: int = Field(default=2048, ge=256, description="Context length of the local LLM.")
+
+
+class Settings(BaseSettings):
+    """Everything voxfleet can be told. Read once at start; passed down, never re-read."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="VOXFLEET_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    host: str = Field(default="127.0.0.1", description="Address the HTTP server binds to.")
+    port: int = Field(default=7860, ge=0, le=65535, description="HTTP port (0: pick a free one).")
+    agents: list[AgentSpec] = Field(
+        default_factory=lambda: [
+            AgentSpec(
+                name="assistant",
+                bot=BUILTIN_ASSISTANT,
+                description="Offline voice assistant: Silero VAD, Whisper tiny.en, SmolLM2, Piper.",
+            )
+        ],
+        description="Agents served; the first is the default for /start.",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=lambda: ["*"], description="Origins allowed to call the API from a browser."
+    )
+    ice_servers: list[IceServer] = Field(
+        default_factory=list, description="STUN/TURN servers for clients and bots (none by default)."
+    )
+    advertised_addresses: list[str] = Field(
+        default_factory=list,
+        description=(
+            "IP addresses a bot offers as ICE host candidates. Empty: every interface address plus "
+            "127.0.0.1 (loopback calls from this machine work, and so do LAN ones)."
+        ),
+    )
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024, description="Largest accepted request body.")
+    offer_timeout_s: float = Field(
+        default=30.0, gt=0, description="A started session with no WebRTC offer by then is ended (timeout)."
+    )
+    signaling_timeout_s: float = Field(
+        default=15.0, gt=0, description="How long the bot may take to answer an offer."
+    )
+    bot_start_timeout_s: float = Field(
+        default=20.0, gt=0, description="How long a forked bot may take to report in."
+    )
+    ended_sessions_kept: int = Field(
+        default=1000, ge=0, description="Ended sessions kept in memory for GET /v1/sessions/{id}."
+    )
+    runtime_dir: Path | None = Field(
+        default=None, description="Directory for control sockets (default: a fresh temp dir)."
+    )
+    log_level: str = Field(default="INFO", description="Log level of the control plane and bots.")
+
+    @model_validator(mode="after")
+    def _agents_are_unique(self) -> "Settings":
+        if not self.agents:
+            raise ValueError("at least one agent must be configured")
+        names = [a.name for a in self.agents]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"agent names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_path = Path(os.environ.get("VOXFLEET_CONFIG", "voxfleet.toml"))
+        return (
+            init_settings,
+            env_settings,
+            TomlConfigSettingsSource(settings_cls, toml_file=toml_path),
+        )
+
+    def agent(self, name: str) -> AgentSpec | None:
+        return next((a for a in self.agents if a.name == name), None)
+
+    def ensure_runtime_dir(self) -> Path:
+        if self.runtime_dir is None:
+            self.runtime_dir = Path(tempfile.mkdtemp(prefix="voxfleet-"))
+        self.runtime_dir.mkdir(parents=True, exist_ok=True)
+        return self.runtime_dir
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings, turning validation errors into one readable ConfigError."""
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**clean)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from exc

@@ -1,0 +1,175 @@
+"""The ASGI app: Pipecat-runner-compatible session routes, voxfleet's /v1 API and the website."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field
+
+from voxfleet import __version__
+from voxfleet.config import Settings
+from voxfleet.control.errors import error_response, install_error_handlers
+from voxfleet.exceptions import RequestTooLarge
+from voxfleet.scheduler.service import SessionService
+from voxfleet.transports.signaling import check_candidates, check_offer_sdp
+
+log = logging.getLogger(__name__)
+
+WEB_DIR = Path(__file__).parent / "web"
+
+
+class Readiness(Protocol):
+    def ready(self) -> bool: ...
+
+
+# -- request bodies --------------------------------------------------------------------------
+class StartRequest(BaseModel):
+    """Body of POST /start, as Pipecat's runner and client-js send it."""
+
+    model_config = ConfigDict(extra="allow")
+    transport: Literal["webrtc"] = "webrtc"
+    body: dict[str, Any] | None = Field(default=None, description="Passed to the bot as runner_args.body.")
+    agent: str | None = Field(default=None, description="voxfleet: which agent (default: the first).")
+    enableDefaultIceServers: bool = False
+
+
+class OfferRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    sdp: str
+    type: str
+    pc_id: str | None = None
+    restart_pc: bool | None = None
+    request_data: Any | None = None
+    requestData: Any | None = None
+
+
+class Candidate(BaseModel):
+    candidate: str
+    sdp_mid: str
+    sdp_mline_index: int
+
+
+class PatchRequest(BaseModel):
+    pc_id: str
+    candidates: list[Candidate]
+
+
+class StartResponse(BaseModel):
+    sessionId: str
+    iceConfig: dict[str, Any] | None = None
+
+
+class OfferResponse(BaseModel):
+    sdp: str
+    type: str
+    pc_id: str
+
+
+def create_app(settings: Settings, service: SessionService, llm: Readiness | None = None) -> FastAPI:
+    app = FastAPI(
+        title="voxfleet",
+        version=__version__,
+        description="Self-hosted production platform for Pipecat voice agents.",
+    )
+    install_error_handlers(app)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_methods=["*"],
+        allow_headers=["*"],
+        allow_credentials="*" not in settings.cors_origins,
+    )
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                return error_response(400, f"Content-Length: not a number (got {declared!r})", "INVALID_REQUEST")
+            if int(declared) > settings.max_body_bytes:
+                exc = RequestTooLarge(int(declared), settings.max_body_bytes)
+                return error_response(413, str(exc), exc.code)
+        elif request.method in ("POST", "PATCH", "PUT"):
+            body = await request.body()  # chunked upload: measure what arrived
+            if len(body) > settings.max_body_bytes:
+                exc = RequestTooLarge(len(body), settings.max_body_bytes)
+                return error_response(413, str(exc), exc.code)
+        return await call_next(request)
+
+    ice_config = {"iceServers": [s.model_dump(exclude_none=True) for s in settings.ice_servers]}
+    default_agent = settings.agents[0].name
+
+    # -- Pipecat runner / Pipecat Cloud compatible routes --------------------------------
+    async def start(request: StartRequest, agent: str) -> StartResponse:
+        record = await service.start_session(agent, request.body or {}, transport=request.transport)
+        return StartResponse(sessionId=record.session_id, iceConfig=ice_config)
+
+    @app.post("/start", response_model=StartResponse, response_model_exclude_none=True, tags=["sessions"])
+    async def start_session(request: StartRequest) -> StartResponse:
+        """Start a session (Pipecat runner contract); the bot process forks right away."""
+        return await start(request, request.agent or default_agent)
+
+    @app.post("/v1/public/{agent}/start", response_model=StartResponse, tags=["sessions"])
+    async def start_public(agent: str, request: StartRequest) -> StartResponse:
+        """Start a session of `agent` (Pipecat Cloud route shape)."""
+        return await start(request, agent)
+
+    @app.post("/sessions/{session_id}/api/offer", response_model=OfferResponse, tags=["signaling"])
+    @app.post("/v1/public/{agent}/sessions/{session_id}/api/offer", response_model=OfferResponse,
+              tags=["signaling"], include_in_schema=False)
+    async def offer(session_id: str, request: OfferRequest, agent: str | None = None) -> dict[str, Any]:
+        """Relay a SmallWebRTC offer to the session's bot; return its answer."""
+        check_offer_sdp(request.sdp, request.type)
+        relay = {
+            "sdp": request.sdp, "type": request.type, "pc_id": request.pc_id,
+            "restart_pc": request.restart_pc, "request_data": request.request_data or request.requestData,
+        }
+        return await service.offer(session_id, relay)
+
+    @app.patch("/sessions/{session_id}/api/offer", tags=["signaling"])
+    @app.patch("/v1/public/{agent}/sessions/{session_id}/api/offer", tags=["signaling"], include_in_schema=False)
+    async def ice_candidates(session_id: str, request: PatchRequest, agent: str | None = None) -> dict[str, str]:
+        """Relay trickled ICE candidates to the session's bot."""
+        candidates = [c.model_dump() for c in request.candidates]
+        check_candidates(candidates)
+        await service.add_ice_candidates(session_id, request.pc_id, candidates)
+        return {"status": "success"}
+
+    # -- voxfleet API ------------------------------------------------------------------------
+    @app.get("/v1/agents", tags=["v1"])
+    async def list_agents() -> dict[str, Any]:
+        return {"agents": [{"name": a.name, "description": a.description, "default": a.name == default_agent}
+                           for a in settings.agents]}
+
+    @app.get("/v1/sessions/{session_id}", tags=["v1"])
+    async def get_session(session_id: str) -> dict[str, Any]:
+        return service.get(session_id).to_public()
+
+    @app.delete("/v1/sessions/{session_id}", tags=["v1"])
+    async def hang_up(session_id: str) -> dict[str, Any]:
+        record = await service.hang_up(session_id)
+        return record.to_public()
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> JSONResponse:
+        checks = {"templates": service.backend.ready(), "accepting": service.accepting,
+                  "llm": llm.ready() if llm is not None else True}
+        ok = all(checks.values())
+        body = {"status": "ok" if ok else "starting", "checks": checks, "runtime": service.backend.status(),
+                "sessions": {"live": service.table.count()}}
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    # -- website ---------------------------------------------------------------------------
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=WEB_DIR / "static", check_dir=False), name="static")
+
+    return app

@@ -1,0 +1,85 @@
+"""The one place where errors become HTTP responses: ``{"error": message, "code": CODE}``."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from voxfleet.exceptions import (
+    BotError,
+    InvalidRequest,
+    NotFound,
+    NotReady,
+    RequestTooLarge,
+    SessionConflict,
+    SignalingTimeout,
+    VoxfleetError,
+)
+
+log = logging.getLogger(__name__)
+
+STATUS = (
+    (InvalidRequest, 400),
+    (RequestTooLarge, 413),
+    (NotFound, 404),
+    (SessionConflict, 409),
+    (NotReady, 503),
+    (SignalingTimeout, 504),
+    (BotError, 502),
+)
+
+
+def status_for(exc: VoxfleetError) -> int:
+    return next((status for kind, status in STATUS if isinstance(exc, kind)), 500)
+
+
+def error_response(status: int, message: str, code: str, **extra: object) -> JSONResponse:
+    headers = {"Retry-After": "5"} if status == 503 else None
+    return JSONResponse({"error": message, "code": code, **extra}, status_code=status, headers=headers)
+
+
+def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
+    problems = []
+    first_field = None
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+        field = ".".join(loc) or "body"
+        first_field = first_field or field
+        if err.get("type") == "json_invalid":
+            problems.append(f"body: not valid JSON ({err.get('ctx', {}).get('error', err.get('msg'))})")
+            continue
+        value = err.get("input")
+        shown = repr(value)
+        if len(shown) > 60:
+            shown = shown[:57] + "..."
+        problems.append(f"{field}: {err.get('msg')} (got {shown})" if "input" in err else f"{field}: {err.get('msg')}")
+    return "; ".join(problems), first_field
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(VoxfleetError)
+    async def _voxfleet_error(_request: Request, exc: VoxfleetError) -> JSONResponse:
+        status = status_for(exc)
+        if status >= 500:
+            log.warning("%s: %s", exc.code, exc)
+        extra = {"field": exc.field} if isinstance(exc, InvalidRequest) else {}
+        return error_response(status, str(exc), exc.code, **extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        message, field = _describe_validation(exc)
+        return error_response(400, message, "INVALID_REQUEST", field=field)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "HTTP_ERROR")
+        return error_response(exc.status_code, str(exc.detail), code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error: %s", exc)
+        return error_response(500, "internal error; see the server log", "INTERNAL")

@@ -1,0 +1,82 @@
+"""Running the whole service: local LLM, templates, HTTP server, and an orderly shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import uvicorn
+
+from voxfleet.bots.llm_server import LocalLLMServer
+from voxfleet.config import BUILTIN_ASSISTANT, Settings
+from voxfleet.control.app import create_app
+from voxfleet.runtime.local.backend import LocalBackend
+from voxfleet.scheduler.service import SessionService
+
+log = logging.getLogger(__name__)
+
+
+def public_url(host: str, port: int) -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    if ":" in shown:
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}/"
+
+
+async def serve(settings: Settings, announce: Callable[[str], None] = print) -> None:
+    runtime_dir = settings.ensure_runtime_dir()
+    llm: LocalLLMServer | None = None
+    env: dict[str, str] = {}
+    if settings.llm.base_url is None:
+        if any(a.bot == BUILTIN_ASSISTANT for a in settings.agents):
+            llm = LocalLLMServer(
+                model=settings.llm.local_model, alias=settings.llm.model, port=settings.llm.local_port,
+                threads=settings.llm.local_threads, ctx=settings.llm.local_ctx, cache_dir=runtime_dir,
+            )
+            env = {"OPENAI_BASE_URL": llm.base_url, "OPENAI_API_KEY": "not-needed",
+                   "OPENAI_MODEL": settings.llm.model}
+    else:
+        env = {"OPENAI_BASE_URL": settings.llm.base_url, "OPENAI_API_KEY": settings.llm.api_key,
+               "OPENAI_MODEL": settings.llm.model}
+
+    backend = LocalBackend(
+        {a.name: a.bot for a in settings.agents},
+        runtime_dir=runtime_dir,
+        ice_servers=[s.model_dump(exclude_none=True) for s in settings.ice_servers],
+        advertised_addresses=settings.advertised_addresses,
+        bot_start_timeout=settings.bot_start_timeout_s,
+        log_level=settings.log_level,
+        env=env,
+    )
+    service = SessionService(
+        backend, [a.name for a in settings.agents], offer_timeout=settings.offer_timeout_s,
+        signaling_timeout=settings.signaling_timeout_s, keep_ended=settings.ended_sessions_kept,
+    )
+    app = create_app(settings, service, llm)
+    server = uvicorn.Server(uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_config=None, lifespan="off",
+        access_log=False, timeout_graceful_shutdown=5,
+    ))
+    http = asyncio.create_task(server.serve(), name="http")
+    try:
+        while not server.started:
+            if http.done():
+                await http  # raises the bind error
+                return
+            await asyncio.sleep(0.02)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        url = public_url(settings.host, port)
+        announce(f"voxfleet: starting on {url} (healthz answers 503 until ready)")
+        warmups = [backend.start()] + ([llm.start()] if llm else [])
+        await asyncio.gather(*warmups)
+        announce(f"voxfleet: ready, open {url}")
+        await http
+    finally:
+        server.should_exit = True
+        await backend.aclose()  # bots end first, so their sessions record "shutdown"
+        await service.aclose()
+        if llm:
+            await llm.aclose()
+        if not http.done():
+            await http

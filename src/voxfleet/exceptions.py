@@ -1,0 +1,134 @@
+"""The one exception tree of voxfleet.
+
+Every error voxfleet raises on purpose derives from :class:`VoxfleetError`. Exceptions keep
+their fields and build their message in ``__str__``; the edge (``control/errors.py``) is the
+only place that maps them to HTTP status codes.
+
+    VoxfleetError
+    ├── ConfigError                  bad settings / agent definition (at start)
+    ├── InvalidRequest               a request field has a bad value            -> 400
+    ├── RequestTooLarge              body over the configured limit              -> 413
+    ├── NotFound
+    │   ├── AgentNotFound                                                        -> 404
+    │   └── SessionNotFound                                                      -> 404
+    ├── SessionConflict              operation not valid in the session's state  -> 409
+    ├── NotReady                     nothing can serve a session yet             -> 503
+    ├── BotError                     the bot process failed us                   -> 502
+    │   └── BotStartFailed
+    └── SignalingTimeout             the bot did not answer signaling in time    -> 504
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class VoxfleetError(Exception):
+    """Root of every error voxfleet raises on purpose."""
+
+    code = "INTERNAL"
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return self.detail
+
+
+class ConfigError(VoxfleetError):
+    code = "CONFIG_ERROR"
+
+
+class InvalidRequest(VoxfleetError):
+    """A request field has a value we cannot accept. Names the field and the value."""
+
+    code = "INVALID_REQUEST"
+
+    def __init__(self, field: str, value: Any, reason: str) -> None:
+        self.field = field
+        self.value = value
+        self.reason = reason
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        shown = repr(self.value)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        return f"{self.field}: {self.reason} (got {shown})"
+
+
+class RequestTooLarge(VoxfleetError):
+    code = "REQUEST_TOO_LARGE"
+
+    def __init__(self, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return f"request body is {self.size} bytes, over the limit of {self.limit} bytes"
+
+
+class NotFound(VoxfleetError):
+    code = "NOT_FOUND"
+
+
+class AgentNotFound(NotFound):
+    code = "AGENT_NOT_FOUND"
+
+    def __init__(self, agent: str, known: list[str]) -> None:
+        self.agent = agent
+        self.known = known
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return f"agent: no agent named {self.agent!r} (configured: {', '.join(self.known) or 'none'})"
+
+
+class SessionNotFound(NotFound):
+    code = "SESSION_NOT_FOUND"
+
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return f"sessionId: no session {self.session_id!r}"
+
+
+class SessionConflict(VoxfleetError):
+    code = "SESSION_CONFLICT"
+
+    def __init__(self, session_id: str, state: str, action: str) -> None:
+        self.session_id = session_id
+        self.state = state
+        self.action = action
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return f"cannot {self.action}: session {self.session_id} is {self.state}"
+
+
+class NotReady(VoxfleetError):
+    code = "NOT_READY"
+
+
+class BotError(VoxfleetError):
+    code = "BOT_ERROR"
+
+
+class BotStartFailed(BotError):
+    code = "BOT_START_FAILED"
+
+
+class SignalingTimeout(VoxfleetError):
+    code = "SIGNALING_TIMEOUT"
+
+    def __init__(self, session_id: str, seconds: float) -> None:
+        self.session_id = session_id
+        self.seconds = seconds
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return f"bot for session {self.session_id} did not answer within {self.seconds:.1f}s"

@@ -1,0 +1,208 @@
+"""The bot side: the small process that hosts ONE session, then exits.
+
+It connects back to the control socket, answers the session's WebRTC signaling with Pipecat's
+own ``SmallWebRTCRequestHandler`` (media then flows client <-> this process directly), runs the
+user's unchanged ``bot(runner_args)`` with ``SmallWebRTCRunnerArguments``, and reports how the
+session ended before it exits. Exit code: 0 when the bot returned, 1 when it raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from voxfleet.runtime import wire
+
+log = logging.getLogger(__name__)
+
+BotFunction = Callable[[Any], Awaitable[Any]]
+
+
+class BotHost:
+    def __init__(
+        self,
+        *,
+        control_socket: str,
+        session_id: str,
+        agent: str,
+        bot: BotFunction,
+        body: Any,
+        ice_servers: list[dict[str, Any]],
+    ) -> None:
+        from pipecat.transports.smallwebrtc.connection import IceServer
+        from pipecat.transports.smallwebrtc.request_handler import (
+            ConnectionMode,
+            SmallWebRTCRequestHandler,
+        )
+
+        self.control_socket = control_socket
+        self.session_id = session_id
+        self.agent = agent
+        self.bot = bot
+        self.body = body
+        self.handler = SmallWebRTCRequestHandler(
+            ice_servers=[IceServer(**s) for s in ice_servers],
+            connection_mode=ConnectionMode.SINGLE,
+        )
+        self.writer: asyncio.StreamWriter | None = None
+        self.bot_task: asyncio.Task | None = None
+        self.client_left = False
+        self.stop_requested: str | None = None
+        self.done = asyncio.Event()
+        self.tasks: set[asyncio.Task] = set()
+
+    def send(self, kind: str, **fields: Any) -> None:
+        if self.writer is not None and not self.writer.is_closing():
+            self.writer.write(wire.encode(kind, **fields))
+
+    async def run(self) -> int:
+        reader, self.writer = await asyncio.open_unix_connection(self.control_socket, limit=wire.MAX_LINE)
+        self.send("bot_hello", session_id=self.session_id, pid=os.getpid(), at=time.time())
+        control = asyncio.create_task(self.read_control(reader), name="control")
+        try:
+            await self.done.wait()
+        finally:
+            control.cancel()
+            for task in list(self.tasks):
+                task.cancel()
+            await self.handler.close()
+        code, reason, detail = self.outcome()
+        self.send("ended", reason=reason, detail=detail)
+        try:
+            await self.writer.drain()
+            self.writer.close()
+        except (ConnectionError, RuntimeError):
+            pass
+        return code
+
+    def outcome(self) -> tuple[int, str, str]:
+        if self.bot_task is None or self.bot_task.cancelled():
+            return 0, self.stop_requested or "hangup", "bot never ran" if self.bot_task is None else ""
+        error = self.bot_task.exception()
+        if error is not None:
+            detail = "".join(traceback.format_exception_only(type(error), error)).strip()
+            return 1, "bot_error", detail
+        if self.stop_requested:
+            return 0, self.stop_requested, ""
+        return 0, "hangup" if self.client_left else "bot_ended", ""
+
+    async def read_control(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while line := await reader.readline():
+                message = wire.decode(line)
+                kind = message["t"]
+                if kind == "offer":
+                    self.spawn(self.answer_offer(message))
+                elif kind == "ice":
+                    self.spawn(self.add_candidates(message))
+                elif kind == "stop":
+                    self.stop(message.get("reason", "hangup"))
+        except (ConnectionError, wire.WireError) as exc:
+            log.warning("session %s: control link failed: %s", self.session_id, exc)
+        if not self.done.is_set():
+            log.warning("session %s: control plane went away; ending the session", self.session_id)
+            self.stop("control_lost")
+
+    def spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def stop(self, reason: str) -> None:
+        self.stop_requested = self.stop_requested or reason
+        if self.bot_task is not None and not self.bot_task.done():
+            self.bot_task.cancel()
+        else:
+            self.done.set()
+
+    async def answer_offer(self, message: dict[str, Any]) -> None:
+        from pipecat.transports.smallwebrtc.request_handler import SmallWebRTCRequest
+
+        request_id = message["id"]
+        try:
+            request = SmallWebRTCRequest(
+                sdp=message["sdp"],
+                type=message["type"],
+                pc_id=message.get("pc_id"),
+                restart_pc=message.get("restart_pc"),
+                request_data=message.get("request_data"),
+            )
+            answer = await self.handler.handle_web_request(request, self.start_bot)
+        except Exception as exc:  # noqa: BLE001 - reported to the control plane, which maps it
+            self.send("error", id=request_id, message=f"{type(exc).__name__}: {exc}")
+            return
+        self.send("answer", id=request_id, **(answer or {}))
+
+    async def add_candidates(self, message: dict[str, Any]) -> None:
+        from pipecat.transports.smallwebrtc.request_handler import IceCandidate, SmallWebRTCPatchRequest
+
+        request_id = message["id"]
+        try:
+            await self.handler.handle_patch_request(
+                SmallWebRTCPatchRequest(
+                    pc_id=message["pc_id"],
+                    candidates=[IceCandidate(**c) for c in message.get("candidates", [])],
+                )
+            )
+        except Exception as exc:  # noqa: BLE001
+            detail = getattr(exc, "detail", None) or f"{type(exc).__name__}: {exc}"
+            self.send("error", id=request_id, message=str(detail))
+            return
+        self.send("ice_ok", id=request_id)
+
+    async def start_bot(self, connection: Any) -> None:
+        from pipecat.runner.types import SmallWebRTCRunnerArguments
+
+        @connection.event_handler("closed")
+        async def on_closed(_connection: Any) -> None:
+            self.client_left = True
+
+        @connection.event_handler("connected")
+        async def on_connected(_connection: Any) -> None:
+            self.send("event", name="client_connected", at=time.time())
+
+        runner_args = SmallWebRTCRunnerArguments(
+            webrtc_connection=connection, body=self.body, session_id=self.session_id
+        )
+        self.bot_task = asyncio.create_task(self.bot(runner_args), name=f"bot:{self.session_id}")
+        self.bot_task.add_done_callback(self.bot_finished)
+        self.send("event", name="bot_started", at=time.time())
+
+    def bot_finished(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            error = task.exception()
+            log.error("session %s: bot raised %s: %s", self.session_id, type(error).__name__, error)
+        self.done.set()
+
+
+def run_bot_host(
+    *,
+    control_socket: str,
+    session_id: str,
+    agent: str,
+    bot: BotFunction,
+    body: Any,
+    ice_servers: list[dict[str, Any]],
+    advertised_addresses: list[str],
+    log_level: str,
+) -> int:
+    """Entry point in a freshly forked child; returns the process exit code."""
+    from voxfleet.observability.logs import configure_logging
+    from voxfleet.transports.ice import advertise_addresses
+
+    configure_logging(log_level, process=f"bot:{session_id}")
+    advertise_addresses(advertised_addresses)
+    host = BotHost(
+        control_socket=control_socket,
+        session_id=session_id,
+        agent=agent,
+        bot=bot,
+        body=body,
+        ice_servers=ice_servers,
+    )
+    return asyncio.run(host.run())

@@ -1,0 +1,363 @@
+"""Local backend: one template process per agent on this machine, one forked child per session.
+
+The control plane listens on a UNIX socket. Templates connect to it when ready; each forked bot
+connects to it too and is matched to its session by id. Templates report every child's exit
+(code or signal) the moment they reap it, which is how a ``kill -9`` shows up as ``crashed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from voxfleet.exceptions import BotError, BotStartFailed, NotReady, SignalingTimeout
+from voxfleet.runtime import wire
+from voxfleet.runtime.protocol import BotExit, BotInfo
+
+log = logging.getLogger(__name__)
+
+
+class LocalBot:
+    """A forked bot process, seen from the control plane."""
+
+    def __init__(self, session_id: str, agent: str) -> None:
+        self.session_id = session_id
+        self.agent = agent
+        self.info = BotInfo()
+        self.launched_at = time.monotonic()
+        self.hello = asyncio.get_running_loop().create_future()
+        self._writer: asyncio.StreamWriter | None = None
+        self._requests: dict[int, asyncio.Future] = {}
+        self._ids = itertools.count(1)
+        self._reported: tuple[str, str] | None = None
+        self._stop_reason: str | None = None
+        self._exit = asyncio.get_running_loop().create_future()
+        self._link_lost = asyncio.Event()
+
+    # -- messages from the bot process ------------------------------------------------------
+    def attach(self, writer: asyncio.StreamWriter, pid: int) -> None:
+        self._writer = writer
+        self.info.pid = pid
+        self.info.timings["bot_ready_ms"] = round((time.monotonic() - self.launched_at) * 1000, 1)
+        if not self.hello.done():
+            self.hello.set_result(None)
+
+    def on_message(self, message: dict[str, Any]) -> None:
+        kind = message["t"]
+        if kind in ("answer", "error", "ice_ok"):
+            future = self._requests.pop(message.get("id", -1), None)
+            if future is not None and not future.done():
+                future.set_result(message)
+        elif kind == "event":
+            name = message.get("name", "")
+            self.info.timings[f"{name}_ms"] = round((time.monotonic() - self.launched_at) * 1000, 1)
+        elif kind == "ended":
+            self._reported = (message.get("reason", "bot_ended"), message.get("detail", ""))
+
+    def on_link_closed(self) -> None:
+        self._link_lost.set()
+        for future in self._requests.values():
+            if not future.done():
+                future.set_exception(BotError(f"bot for session {self.session_id} went away"))
+        self._requests.clear()
+
+    def on_exit(self, exit_code: int | None, signum: int | None) -> None:
+        if self._exit.done():
+            return
+        if signum is not None:
+            name = signal.Signals(signum).name if signum in signal.Signals._value2member_map_ else str(signum)
+            result = BotExit(self._stop_reason if self._stop_reason and signum in (signal.SIGTERM, signal.SIGKILL) else "crashed",
+                             exit_code, signum, f"killed by {name}")
+        elif self._reported is not None:
+            reason, detail = self._reported
+            result = BotExit(reason, exit_code, None, detail)
+        elif self._stop_reason:
+            result = BotExit(self._stop_reason, exit_code, None, "")
+        else:
+            result = BotExit("crashed", exit_code, None, f"exited with code {exit_code} without reporting")
+        self.on_link_closed()
+        if not self.hello.done():
+            self.hello.set_exception(BotStartFailed(f"bot for session {self.session_id} died at start: {result.detail}"))
+            self.hello.exception()  # mark retrieved; launch() reports it
+        self._exit.set_result(result)
+
+    # -- the BotHandle protocol -------------------------------------------------------------
+    async def _request(self, kind: str, timeout: float, **fields: Any) -> dict[str, Any]:
+        if self._writer is None or self._writer.is_closing() or self._exit.done():
+            raise BotError(f"bot for session {self.session_id} is not running")
+        request_id = next(self._ids)
+        future = asyncio.get_running_loop().create_future()
+        self._requests[request_id] = future
+        self._writer.write(wire.encode(kind, id=request_id, **fields))
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except asyncio.TimeoutError:
+            raise SignalingTimeout(self.session_id, timeout) from None
+        finally:
+            self._requests.pop(request_id, None)
+
+    async def offer(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+        reply = await self._request("offer", timeout, **request)
+        if reply["t"] == "error":
+            raise BotError(f"bot rejected the offer: {reply.get('message', '')}")
+        return {k: reply[k] for k in ("sdp", "type", "pc_id") if k in reply}
+
+    async def add_ice_candidates(self, pc_id: str, candidates: list[dict[str, Any]], timeout: float) -> None:
+        reply = await self._request("ice", timeout, pc_id=pc_id, candidates=candidates)
+        if reply["t"] == "error":
+            raise BotError(f"bot rejected the candidates: {reply.get('message', '')}")
+
+    async def wait_exit(self) -> BotExit:
+        return await asyncio.shield(self._exit)
+
+    async def stop(self, reason: str, grace: float = 2.0) -> None:
+        self._stop_reason = self._stop_reason or reason
+        if self._exit.done():
+            return
+        if self._writer is not None and not self._writer.is_closing():
+            self._writer.write(wire.encode("stop", reason=reason))
+        try:
+            await asyncio.wait_for(asyncio.shield(self._exit), grace)
+        except asyncio.TimeoutError:
+            self.kill()
+            await asyncio.shield(self._exit)
+
+    def kill(self) -> None:
+        if self.info.pid:
+            try:
+                os.kill(self.info.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+class TemplateLink:
+    """The control plane's view of one agent's template process."""
+
+    def __init__(self, agent: str, bot: str) -> None:
+        self.agent = agent
+        self.bot = bot
+        self.process: asyncio.subprocess.Process | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.ready = asyncio.Event()
+        self.info: dict[str, Any] = {}
+        self.restarts = 0
+
+    def status(self) -> dict[str, Any]:
+        return {"ready": self.ready.is_set(), "pid": self.info.get("pid"), "restarts": self.restarts,
+                "import_s": self.info.get("import_s"), "preload_s": self.info.get("preload_s")}
+
+
+class LocalBackend:
+    """Runs bots as children of per-agent template processes on this machine."""
+
+    def __init__(
+        self,
+        agents: dict[str, str],
+        *,
+        runtime_dir: Path,
+        ice_servers: list[dict[str, Any]],
+        advertised_addresses: list[str],
+        bot_start_timeout: float,
+        log_level: str = "INFO",
+        env: dict[str, str] | None = None,
+        template_start_timeout: float = 180.0,
+    ) -> None:
+        self.templates = {name: TemplateLink(name, bot) for name, bot in agents.items()}
+        self.socket_path = str(runtime_dir / "control.sock")
+        self.ice_servers = ice_servers
+        self.advertised_addresses = advertised_addresses
+        self.bot_start_timeout = bot_start_timeout
+        self.template_start_timeout = template_start_timeout
+        self.log_level = log_level
+        self.env = env or {}
+        self.bots: dict[str, LocalBot] = {}
+        self.server: asyncio.AbstractServer | None = None
+        self.tasks: set[asyncio.Task] = set()
+        self.closing = False
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def start(self) -> None:
+        if os.path.exists(self.socket_path):
+            os.unlink(self.socket_path)
+        self.server = await asyncio.start_unix_server(self._on_connection, self.socket_path, limit=wire.MAX_LINE)
+        for link in self.templates.values():
+            self._spawn(self._supervise(link), f"template:{link.agent}")
+        waits = [asyncio.wait_for(link.ready.wait(), self.template_start_timeout) for link in self.templates.values()]
+        try:
+            await asyncio.gather(*waits)
+        except asyncio.TimeoutError:
+            late = [n for n, link in self.templates.items() if not link.ready.is_set()]
+            raise NotReady(f"template for agent(s) {', '.join(late)} not ready after "
+                           f"{self.template_start_timeout:.0f}s; see the log above") from None
+
+    def ready(self) -> bool:
+        return all(link.ready.is_set() for link in self.templates.values())
+
+    def status(self) -> dict[str, Any]:
+        return {"backend": "local", "templates": {n: link.status() for n, link in self.templates.items()},
+                "bots": len(self.bots)}
+
+    async def aclose(self) -> None:
+        self.closing = True
+        await asyncio.gather(*(bot.stop("shutdown", grace=2.0) for bot in list(self.bots.values())),
+                             return_exceptions=True)
+        for link in self.templates.values():
+            if link.process and link.process.returncode is None:
+                link.process.terminate()
+        for link in self.templates.values():
+            if link.process:
+                try:
+                    await asyncio.wait_for(link.process.wait(), 5)
+                except asyncio.TimeoutError:
+                    link.process.kill()
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.server:
+            self.server.close()
+            await self.server.wait_closed()
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task:
+        task = asyncio.create_task(coro, name=name)
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("task %s failed", task.get_name(), exc_info=task.exception())
+
+    async def _supervise(self, link: TemplateLink) -> None:
+        """Run the agent's template; start a new one if it dies (live bots carry on)."""
+        spec = {
+            "agent": link.agent, "bot": link.bot, "control_socket": self.socket_path,
+            "ice_servers": self.ice_servers, "advertised_addresses": self.advertised_addresses,
+            "log_level": self.log_level,
+        }
+        backoff = 0.5
+        while not self.closing:
+            started = time.monotonic()
+            link.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "voxfleet.runtime.local.template", json.dumps(spec),
+                env={**os.environ, **self.env}, stdin=asyncio.subprocess.DEVNULL,
+            )
+            code = await link.process.wait()
+            link.ready.clear()
+            if self.closing:
+                return
+            link.restarts += 1
+            log.error("agent %s: template exited with %s; restarting", link.agent, code)
+            backoff = 0.5 if time.monotonic() - started > 30 else min(backoff * 2, 30)
+            await asyncio.sleep(backoff)
+
+    # -- sessions ---------------------------------------------------------------------------
+    async def launch(self, agent: str, session_id: str, body: Any) -> LocalBot:
+        link = self.templates[agent]
+        if not link.ready.is_set() or link.writer is None:
+            raise NotReady(f"agent {agent}: template is not ready")
+        bot = LocalBot(session_id, agent)
+        self.bots[session_id] = bot
+        self._spawn(self._forget_when_done(bot), f"bot-exit:{session_id}")
+        link.writer.write(wire.encode("fork", session_id=session_id, body=body))
+        try:
+            await asyncio.wait_for(asyncio.shield(bot.hello), self.bot_start_timeout)
+        except asyncio.TimeoutError:
+            await bot.stop("start_failed", grace=0)
+            raise BotStartFailed(f"bot for session {session_id} did not report in "
+                                 f"{self.bot_start_timeout:.0f}s") from None
+        return bot
+
+    async def _forget_when_done(self, bot: LocalBot) -> None:
+        await bot.wait_exit()
+        self.bots.pop(bot.session_id, None)
+
+    async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        bot: LocalBot | None = None
+        link: TemplateLink | None = None
+        try:
+            first = await reader.readline()
+            if not first:
+                return
+            message = wire.decode(first)
+            if message["t"] == "template_ready":
+                link = self.templates.get(message.get("agent", ""))
+                if link is None:
+                    log.error("unknown template connected: %s", message)
+                    return
+                link.writer = writer
+                link.info = message
+                link.ready.set()
+                log.info("agent %s: template pid %s ready", link.agent, message.get("pid"))
+                while line := await reader.readline():
+                    self._on_template_message(wire.decode(line))
+            elif message["t"] == "bot_hello":
+                bot = self.bots.get(message.get("session_id", ""))
+                if bot is None:
+                    log.warning("bot for unknown session %s connected; ignoring", message.get("session_id"))
+                    return
+                bot.attach(writer, message["pid"])
+                while line := await reader.readline():
+                    bot.on_message(wire.decode(line))
+        except (ConnectionError, wire.WireError) as exc:
+            log.warning("control link error: %s", exc)
+        finally:
+            if link is not None:
+                link.ready.clear()
+                link.writer = None
+            if bot is not None:
+                bot.on_link_closed()
+                self._spawn(self._confirm_exit(bot), f"confirm-exit:{bot.session_id}")
+            writer.close()
+
+    def _on_template_message(self, message: dict[str, Any]) -> None:
+        bot = self.bots.get(message.get("session_id") or "")
+        if bot is None:
+            return
+        if message["t"] == "forked":
+            bot.info.pid = message["pid"]
+        elif message["t"] == "exited":
+            bot.on_exit(message.get("exit_code"), message.get("signal"))
+            code, sig = message.get("exit_code"), message.get("signal")
+            log.info("session %s: bot pid %s exited (code %s, signal %s)", bot.session_id, message["pid"], code, sig)
+
+    async def _confirm_exit(self, bot: LocalBot) -> None:
+        """The bot's link closed. Its template normally reports the exit at once; if the
+        template itself is gone, poll the pid so the session still ends."""
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                await asyncio.wait_for(bot.wait_exit(), 0.5)
+                return
+            except asyncio.TimeoutError:
+                pass
+            if bot.info.pid and not _pid_alive(bot.info.pid):
+                bot.on_exit(None, None)
+                return
+        if bot.info.pid and _pid_alive(bot.info.pid):
+            bot.kill()
+        await asyncio.sleep(0.5)
+        bot.on_exit(None, None)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie still answers kill(0); it is gone for our purposes.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return False

@@ -1,0 +1,206 @@
+"""The template process: imports everything once, then forks one child per session.
+
+Run as ``python -m voxfleet.runtime.local.template '<json spec>'`` by the local backend. It
+imports Pipecat, aiortc and the agent's bot module, runs the bot's optional ``preload()``, then
+connects to the control socket and waits for ``fork`` commands. Each child hosts exactly one
+session (see ``runtime/bot_host.py``) and exits; the template reaps it and reports how it ended.
+
+The template stays single-threaded and runs no event loop, so a fork copies a clean process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import selectors
+import signal
+import socket
+import sys
+import threading
+import time
+from typing import Any
+
+from voxfleet.runtime import wire
+
+log = logging.getLogger(__name__)
+
+# Modules every session needs; importing them here is what makes a fork start fast.
+WARM_IMPORTS = (
+    "aiortc",
+    "pipecat.pipeline.pipeline",
+    "pipecat.pipeline.task",
+    "pipecat.pipeline.runner",
+    "pipecat.processors.frameworks.rtvi",
+    "pipecat.transports.smallwebrtc.connection",
+    "pipecat.transports.smallwebrtc.request_handler",
+    "pipecat.transports.smallwebrtc.transport",
+    "pipecat.runner.types",
+    "pipecat.runner.utils",
+    "voxfleet.runtime.bot_host",
+)
+
+
+class Template:
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.spec = spec
+        self.agent: str = spec["agent"]
+        self.children: dict[int, str] = {}  # pid -> session_id
+        self.sock: socket.socket | None = None
+        self.module = None
+
+    def prepare(self) -> dict[str, float]:
+        import importlib
+
+        from voxfleet.bots.loader import load_bot_module
+
+        t0 = time.monotonic()
+        for name in WARM_IMPORTS:
+            importlib.import_module(name)
+        self.module = load_bot_module(self.spec["bot"], self.agent)
+        t1 = time.monotonic()
+        preload = getattr(self.module, "preload", None)
+        if callable(preload):
+            preload()
+        t2 = time.monotonic()
+        if threading.active_count() > 1:
+            log.warning(
+                "agent %s: %d threads alive in the template before fork; children inherit none of them",
+                self.agent, threading.active_count(),
+            )
+        return {"import_s": round(t1 - t0, 3), "preload_s": round(t2 - t1, 3)}
+
+    def send(self, kind: str, **fields: Any) -> None:
+        assert self.sock is not None
+        self.sock.sendall(wire.encode(kind, **fields))
+
+    def serve(self, timings: dict[str, float]) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(self.spec["control_socket"])
+        rfd, wfd = os.pipe()
+        os.set_blocking(wfd, False)
+        os.set_blocking(rfd, False)
+        signal.set_wakeup_fd(wfd)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGTERM, lambda *_: None)
+        self.send("template_ready", agent=self.agent, pid=os.getpid(), **timings)
+
+        selector = selectors.DefaultSelector()
+        selector.register(self.sock, selectors.EVENT_READ, "control")
+        selector.register(rfd, selectors.EVENT_READ, "signal")
+        buffer = b""
+        stopping = False
+        while not stopping:
+            for key, _ in selector.select():
+                if key.data == "signal":
+                    signums = os.read(rfd, 512)
+                    self.reap()
+                    if signal.SIGTERM in signums:
+                        stopping = True
+                    continue
+                data = self.sock.recv(65536)
+                if not data:
+                    stopping = True  # the control plane is gone
+                    break
+                buffer += data
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    message = wire.decode(line)
+                    if message["t"] == "fork":
+                        self.fork(message, (rfd, wfd))
+                    elif message["t"] == "shutdown":
+                        stopping = True
+        self.shutdown()
+
+    def fork(self, message: dict[str, Any], pipe: tuple[int, int]) -> None:
+        session_id = message["session_id"]
+        pid = os.fork()
+        if pid == 0:
+            self.become_bot(session_id, message.get("body"), pipe)
+        self.children[pid] = session_id
+        self.send("forked", session_id=session_id, pid=pid)
+
+    def become_bot(self, session_id: str, body: Any, pipe: tuple[int, int]) -> None:
+        code = 70
+        try:
+            signal.set_wakeup_fd(-1)
+            for fd in pipe:
+                os.close(fd)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            assert self.sock is not None
+            self.sock.close()
+            from voxfleet.runtime.bot_host import run_bot_host
+
+            code = run_bot_host(
+                control_socket=self.spec["control_socket"],
+                session_id=session_id,
+                agent=self.agent,
+                bot=self.module.bot,
+                body=body,
+                ice_servers=self.spec.get("ice_servers", []),
+                advertised_addresses=self.spec.get("advertised_addresses", []),
+                log_level=self.spec.get("log_level", "INFO"),
+            )
+        except BaseException:  # noqa: BLE001 - a forked child must never return into the template
+            log.exception("session %s: bot host failed", session_id)
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+
+    def reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            session_id = self.children.pop(pid, None)
+            code = os.waitstatus_to_exitcode(status)
+            self.send(
+                "exited",
+                session_id=session_id,
+                pid=pid,
+                exit_code=code if code >= 0 else None,
+                signal=-code if code < 0 else None,
+            )
+
+    def shutdown(self) -> None:
+        for pid in list(self.children):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 3
+        while self.children and time.monotonic() < deadline:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid:
+                self.children.pop(pid, None)
+            else:
+                time.sleep(0.05)
+        for pid in self.children:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def main() -> None:
+    spec = json.loads(sys.argv[1])
+    from voxfleet.observability.logs import configure_logging
+
+    configure_logging(spec.get("log_level", "INFO"), process=f"template:{spec['agent']}")
+    template = Template(spec)
+    timings = template.prepare()
+    log.info("agent %s: template ready in %.2fs (imports %.2fs, preload %.2fs)",
+             spec["agent"], sum(timings.values()), timings["import_s"], timings["preload_s"])
+    template.serve(timings)
+
+
+if __name__ == "__main__":
+    main()

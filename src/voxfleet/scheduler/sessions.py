@@ -1,0 +1,107 @@
+"""Session records and their state machine (pure: no I/O, no asyncio).
+
+    starting --offer answered--> active --bot gone--> ended
+        \\------------------ bot gone / timeout --------^
+
+A session ends exactly once; the first end reason recorded wins.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+STARTING, ACTIVE, ENDED = "starting", "active", "ended"
+
+END_REASONS = {
+    "hangup": "the caller hung up (client left or DELETE)",
+    "bot_ended": "the bot finished the session itself",
+    "bot_error": "the bot raised an exception",
+    "crashed": "the bot process died (signal or exit code)",
+    "timeout": "no WebRTC offer arrived in time",
+    "start_failed": "the bot process could not be started",
+    "shutdown": "voxfleet was shutting down",
+    "control_lost": "the bot lost its link to the control plane",
+}
+
+
+@dataclass
+class SessionRecord:
+    session_id: str
+    agent: str
+    transport: str
+    created_at: float = field(default_factory=time.time)
+    state: str = STARTING
+    end_reason: str | None = None
+    end_detail: str = ""
+    exit_code: int | None = None
+    exit_signal: int | None = None
+    pid: int | None = None
+    ended_at: float | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def mark(self, name: str, at: float | None = None) -> None:
+        """Record a timing, in ms since the session was created."""
+        self.timings_ms[name] = round(((at or time.time()) - self.created_at) * 1000, 1)
+
+    def activate(self) -> bool:
+        if self.state != STARTING:
+            return False
+        self.state = ACTIVE
+        return True
+
+    def end(self, reason: str, detail: str = "", exit_code: int | None = None,
+            exit_signal: int | None = None) -> bool:
+        """End the session; False if it had already ended (the first reason stays)."""
+        if self.state == ENDED:
+            return False
+        self.state = ENDED
+        self.end_reason = reason
+        self.end_detail = detail
+        self.exit_code = exit_code
+        self.exit_signal = exit_signal
+        self.ended_at = time.time()
+        self.mark("ended")
+        return True
+
+    def to_public(self) -> dict[str, Any]:
+        return {
+            "sessionId": self.session_id,
+            "agent": self.agent,
+            "transport": self.transport,
+            "state": self.state,
+            "createdAt": self.created_at,
+            "endedAt": self.ended_at,
+            "endReason": self.end_reason,
+            "endDetail": self.end_detail or None,
+            "exitCode": self.exit_code,
+            "exitSignal": self.exit_signal,
+            "pid": self.pid,
+            "timingsMs": dict(self.timings_ms),
+        }
+
+
+class SessionTable:
+    """Live sessions plus a bounded memory of ended ones."""
+
+    def __init__(self, keep_ended: int) -> None:
+        self.keep_ended = keep_ended
+        self.live: dict[str, SessionRecord] = {}
+        self.ended: OrderedDict[str, SessionRecord] = OrderedDict()
+
+    def add(self, record: SessionRecord) -> None:
+        self.live[record.session_id] = record
+
+    def get(self, session_id: str) -> SessionRecord | None:
+        return self.live.get(session_id) or self.ended.get(session_id)
+
+    def retire(self, record: SessionRecord) -> None:
+        self.live.pop(record.session_id, None)
+        self.ended[record.session_id] = record
+        while len(self.ended) > self.keep_ended:
+            self.ended.popitem(last=False)
+
+    def count(self, state: str | None = None) -> int:
+        return sum(1 for r in self.live.values() if state is None or r.state == state)

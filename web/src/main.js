@@ -1,0 +1,179 @@
+// voxfleet website: talk to an agent over WebRTC with the official Pipecat client.
+// Bundled at setup by esbuild (web/package.json); the libraries come from the npm registry.
+import { PipecatClient } from "@pipecat-ai/client-js";
+import { SmallWebRTCTransport, WavMediaManager } from "@pipecat-ai/small-webrtc-transport";
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  talk: $("talk"), talkLabel: $("talk-label"), state: $("state"), stateText: $("state-text"),
+  agent: $("agent"), transcript: $("transcript"), empty: $("empty"), ttfw: $("ttfw"),
+  session: $("session"), error: $("error"), audio: $("bot-audio"), meter: $("meter"),
+};
+
+let client = null;
+let startedAt = 0;
+let firstWordMs = null;
+let botBubble = null;
+let botSegments = new Map();
+let userPartial = null;
+let levelTimer = null;
+
+function setState(text, kind) {
+  ui.stateText.textContent = text;
+  ui.state.dataset.kind = kind;
+  document.body.dataset.call = kind;
+}
+
+function showError(message) {
+  ui.error.textContent = message;
+  ui.error.hidden = !message;
+}
+
+function bubble(role, text, partial = false) {
+  ui.empty.hidden = true;
+  const row = document.createElement("div");
+  row.className = `line ${role}${partial ? " partial" : ""}`;
+  row.innerHTML = `<span class="who">${role === "user" ? "You" : "Agent"}</span><p></p>`;
+  row.querySelector("p").textContent = text;
+  ui.transcript.appendChild(row);
+  ui.transcript.scrollTop = ui.transcript.scrollHeight;
+  return row;
+}
+
+function onUserTranscript(data) {
+  if (!data.text?.trim()) return;
+  if (!userPartial) userPartial = bubble("user", data.text, true);
+  userPartial.querySelector("p").textContent = data.text;
+  if (data.final) {
+    userPartial.classList.remove("partial");
+    userPartial = null;
+    botBubble = null;
+  }
+}
+
+function onBotOutput(data) {
+  if (!data.text || data.aggregated_by === "word") return;
+  if (!botBubble) {
+    botBubble = bubble("bot", "");
+    botSegments = new Map();
+  }
+  botSegments.set(data.segment_id ?? botSegments.size, data.text.trim());
+  botBubble.querySelector("p").textContent = [...botSegments.values()].join(" ");
+  ui.transcript.scrollTop = ui.transcript.scrollHeight;
+}
+
+function markFirstWord() {
+  if (firstWordMs !== null || !startedAt) return;
+  firstWordMs = Math.round(performance.now() - startedAt);
+  ui.ttfw.textContent = `${firstWordMs} ms`;
+  ui.ttfw.dataset.ready = "1";
+  document.body.dataset.ttfwMs = String(firstWordMs);
+}
+
+// Time to first word = Talk pressed -> first non-silent audio from the bot, measured on the
+// received track itself (not on a server event).
+function watchBotAudio(track) {
+  const stream = new MediaStream([track]);
+  ui.audio.srcObject = stream;
+  ui.audio.play().catch(() => {});
+  const ctx = new AudioContext();
+  const analyser = ctx.createAnalyser();
+  analyser.fftSize = 512;
+  ctx.createMediaStreamSource(stream).connect(analyser);
+  const samples = new Float32Array(analyser.fftSize);
+  clearInterval(levelTimer);
+  levelTimer = setInterval(() => {
+    analyser.getFloatTimeDomainData(samples);
+    let peak = 0;
+    for (const s of samples) peak = Math.max(peak, Math.abs(s));
+    ui.meter.style.setProperty("--level", Math.min(1, peak * 3).toFixed(2));
+    if (peak > 0.02) markFirstWord();
+  }, 20);
+}
+
+async function loadAgents() {
+  try {
+    const res = await fetch("/v1/agents");
+    const { agents } = await res.json();
+    ui.agent.innerHTML = "";
+    for (const a of agents) {
+      const opt = document.createElement("option");
+      opt.value = a.name;
+      opt.textContent = a.name;
+      opt.title = a.description;
+      ui.agent.appendChild(opt);
+    }
+    $("agent-desc").textContent = agents[0]?.description ?? "";
+    ui.agent.onchange = () => {
+      $("agent-desc").textContent = agents.find((a) => a.name === ui.agent.value)?.description ?? "";
+    };
+  } catch (e) {
+    showError("Cannot reach the voxfleet server.");
+  }
+}
+
+async function talk() {
+  showError("");
+  firstWordMs = null;
+  botBubble = null;
+  userPartial = null;
+  ui.ttfw.textContent = "measuring…";
+  ui.ttfw.dataset.ready = "0";
+  ui.session.textContent = "";
+  setState("Connecting…", "connecting");
+  ui.talkLabel.textContent = "Hang up";
+  ui.agent.disabled = true;
+
+  client = new PipecatClient({
+    transport: new SmallWebRTCTransport({ mediaManager: new WavMediaManager() }),
+    enableMic: true,
+    enableCam: false,
+    callbacks: {
+      onTransportStateChanged: (s) => {
+        if (s === "connected" || s === "ready") setState("Live — speak any time", "live");
+      },
+      onUserTranscript,
+      onBotOutput,
+      onBotStartedSpeaking: () => ui.state.classList.add("speaking"),
+      onBotStoppedSpeaking: () => {
+        ui.state.classList.remove("speaking");
+        botBubble = null;
+      },
+      onTrackStarted: (track, participant) => {
+        if (track.kind === "audio" && participant && !participant.local) watchBotAudio(track);
+      },
+      onDisconnected: () => endCall("Call ended"),
+      onError: (msg) => showError(msg?.data?.message ?? "The call failed."),
+    },
+  });
+  startedAt = performance.now();
+  try {
+    const started = await client.startBotAndConnect({
+      endpoint: "/start",
+      requestData: { transport: "webrtc", agent: ui.agent.value, body: {} },
+    });
+    const id = started?.sessionId;
+    if (id) ui.session.textContent = `session ${id.slice(0, 8)}`;
+  } catch (e) {
+    const detail = e?.message || e?.data?.error || String(e);
+    showError(`Could not start the call: ${detail}`);
+    endCall("Not connected");
+  }
+}
+
+async function endCall(label) {
+  clearInterval(levelTimer);
+  ui.meter.style.setProperty("--level", 0);
+  const c = client;
+  client = null;
+  if (c) await c.disconnect().catch(() => {});
+  setState(label, "idle");
+  ui.talkLabel.textContent = "Talk";
+  ui.agent.disabled = false;
+  ui.state.classList.remove("speaking");
+  if (firstWordMs === null) ui.ttfw.textContent = "—";
+}
+
+ui.talk.addEventListener("click", () => (client ? endCall("Call ended") : talk()));
+loadAgents();
+setState("Ready", "idle");
