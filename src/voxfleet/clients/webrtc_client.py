@@ -93,9 +93,11 @@ class CallResult:
 class WebRTCCaller:
     """One call to a Pipecat-runner-compatible server."""
 
-    def __init__(self, base_url: str, *, agent: str | None = None, start_path: str = "/start") -> None:
+    def __init__(self, base_url: str, *, agent: str | None = None, body: dict[str, Any] | None = None,
+                 start_path: str = "/start") -> None:
         self.base_url = base_url.rstrip("/")
         self.agent = agent
+        self.body = body or {}
         self.start_path = start_path
         self.mic = MicrophoneTrack()
         self.pc: RTCPeerConnection | None = None
@@ -108,7 +110,7 @@ class WebRTCCaller:
 
     async def connect(self) -> CallResult:
         self.result.started_at = time.monotonic()
-        request: dict[str, Any] = {"transport": "webrtc", "body": {}}
+        request: dict[str, Any] = {"transport": "webrtc", "body": self.body}
         if self.agent:
             request["agent"] = self.agent
         started = await self.http.post(self.base_url + self.start_path, json=request)

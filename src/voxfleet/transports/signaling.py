@@ -26,7 +26,7 @@ def check_offer_sdp(sdp: str, sdp_type: str) -> None:
     if not description.media:
         raise InvalidRequest("sdp", sdp, "has no media section (m=) to answer")
     for media in description.media:
-        if media.kind in ("audio", "video") and media.dtls is None:
+        if media.kind in ("audio", "video") and (media.dtls is None or not media.dtls.fingerprints):
             raise InvalidRequest("sdp", sdp, f"{media.kind} section has no DTLS fingerprint")
         if media.ice is None or not media.ice.usernameFragment:
             raise InvalidRequest("sdp", sdp, f"{media.kind} section has no ICE credentials (a=ice-ufrag)")

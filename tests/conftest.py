@@ -1,0 +1,79 @@
+"""Shared test helpers: start a real `voxfleet serve` on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+class Server:
+    """A `voxfleet serve` process; its output is kept and echoed on failure."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None, ready_timeout: float = 240) -> None:
+        ARTIFACTS.mkdir(exist_ok=True)
+        self.log_lines: list[str] = []
+        self.url = ""
+        self._ready = threading.Event()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "voxfleet.cli", "serve", "--port", "0", "--advertise", "127.0.0.1", *args],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+            env={**os.environ, "VOXFLEET_CONFIG": "/nonexistent.toml", **(env or {})},
+        )
+        threading.Thread(target=self._pump, daemon=True).start()
+        if not self._ready.wait(ready_timeout):
+            self.stop()
+            raise RuntimeError("voxfleet serve did not become ready:\n" + self.log_tail())
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.log_lines.append(line.rstrip())
+            match = re.search(r"voxfleet: ready, open (http://\S+)", line)
+            if match:
+                self.url = match.group(1).rstrip("/")
+                self._ready.set()
+
+    def log_tail(self, n: int = 80) -> str:
+        return "\n".join(self.log_lines[-n:])
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def assistant_server():
+    """The default offline assistant, as `voxfleet serve` runs it."""
+    server = Server()
+    yield server
+    server.stop()
+    (ARTIFACTS / "assistant-server.log").write_text("\n".join(server.log_lines))
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")

@@ -1,0 +1,78 @@
+"""`voxfleet serve --bot path/to/bot.py` serves a user's unchanged Pipecat bot; session endings."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import ROOT, Server, wait_for
+from voxfleet.clients.webrtc_client import WebRTCCaller
+from voxfleet.transports.ice import advertise_addresses
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def tone_server():
+    advertise_addresses(["127.0.0.1"])
+    server = Server("--bot", str(ROOT / "tests/fixtures/tone_bot.py"), env={"VOXFLEET_OFFER_TIMEOUT_S": "2"})
+    yield server
+    server.stop()
+
+
+def ended(server: Server, session_id: str) -> dict:
+    with server.client() as http:
+        return wait_for(lambda: (r := http.get(f"/v1/sessions/{session_id}").json())["state"] == "ended" and r,
+                        timeout=10)
+
+
+def test_agents_lists_the_user_bot(tone_server):
+    with tone_server.client() as http:
+        agents = http.get("/v1/agents").json()["agents"]
+    assert [a["name"] for a in agents] == ["tone-bot"]
+
+
+async def test_user_bot_answers_and_hang_up_is_recorded(tone_server):
+    caller = WebRTCCaller(tone_server.url)
+    try:
+        result = await caller.connect()
+        assert await caller.wait_first_audio(timeout=20) > 0
+        with tone_server.client() as http:
+            assert http.get(f"/v1/sessions/{result.session_id}").json()["state"] == "active"
+            http.delete(f"/v1/sessions/{result.session_id}")
+        record = ended(tone_server, result.session_id)
+    finally:
+        await caller.close()
+    assert record["endReason"] == "hangup"
+    assert record["exitCode"] == 0
+
+
+async def test_bot_exception_is_bot_error(tone_server):
+    caller = WebRTCCaller(tone_server.url, body={"fail": True})
+    try:
+        result = await caller.connect()
+        record = ended(tone_server, result.session_id)
+    finally:
+        await caller.close()
+    assert record["endReason"] == "bot_error"
+    assert "RuntimeError: tone bot was asked to fail" in record["endDetail"]
+    assert record["exitCode"] == 1
+
+
+def test_session_without_offer_times_out(tone_server):
+    with tone_server.client() as http:
+        session_id = http.post("/start", json={}).json()["sessionId"]
+    record = ended(tone_server, session_id)
+    assert record["endReason"] == "timeout"
+
+
+def test_ended_session_rejects_offer_with_409(tone_server):
+    with tone_server.client() as http:
+        session_id = http.post("/start", json={}).json()["sessionId"]
+        http.delete(f"/v1/sessions/{session_id}")
+        ended(tone_server, session_id)
+        from tests.e2e.test_failures import _audio_offer
+
+        reply = http.post(f"/sessions/{session_id}/api/offer", json={"sdp": _audio_offer(), "type": "offer"})
+    assert reply.status_code == 409
+    assert reply.json()["code"] == "SESSION_CONFLICT"
+    assert "ended (hangup)" in reply.json()["error"]

@@ -1,0 +1,77 @@
+"""End to end with a real WebRTC peer (aiortc) against the offline assistant."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.conftest import wait_for
+from voxfleet.clients.speech import speak
+from voxfleet.clients.webrtc_client import WebRTCCaller
+from voxfleet.transports.ice import advertise_addresses
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(autouse=True, scope="module")
+def loopback_ice():
+    advertise_addresses(["127.0.0.1"])
+
+
+async def test_spoken_conversation(assistant_server):
+    question = speak("What is the capital of France?")
+    caller = WebRTCCaller(assistant_server.url)
+    try:
+        result = await caller.connect()
+        # The greeting arrives as real, non-silent audio, and its text over RTVI.
+        ttfw = await caller.wait_first_audio(timeout=30)
+        assert ttfw > 0
+        await caller.wait_rtvi(lambda m: m.get("type") == "bot-output" and "assistant" in m["data"].get("text", ""),
+                               timeout=15)
+        await caller.wait_bot_quiet(quiet_for=0.8, timeout=30)
+
+        spoken_at = await caller.say(question)
+        # Our words come back in the RTVI user transcript...
+        heard = await caller.wait_rtvi(
+            lambda m: m.get("type") == "user-transcription" and m["data"].get("final"), timeout=30)
+        words = heard["data"]["text"].lower()
+        assert "capital" in words and "france" in words, words
+        # ...and the bot answers with non-silent audio after we stopped speaking.
+        reply_delay = await caller.wait_bot_audio_after(spoken_at, timeout=30)
+        assert reply_delay > 0
+        answer = await caller.wait_rtvi(
+            lambda m: m.get("type") == "bot-output" and "assistant" not in m["data"].get("text", "")
+            and m["data"].get("text", "").strip(), timeout=30)
+        assert answer["data"]["text"].strip()
+    finally:
+        await caller.close()
+
+    with assistant_server.client() as http:
+        record = wait_for(lambda: (r := http.get(f"/v1/sessions/{result.session_id}").json())["state"] == "ended" and r,
+                          timeout=10)
+    assert record["endReason"] == "hangup"
+    assert record["exitCode"] == 0
+    assert {"bot_ready_ms", "answered", "client_connected_ms"} <= set(record["timingsMs"])
+
+
+async def test_each_session_gets_a_fresh_process(assistant_server):
+    pids = []
+    for _ in range(2):
+        caller = WebRTCCaller(assistant_server.url)
+        try:
+            result = await caller.connect()
+            await caller.wait_first_audio(timeout=30)
+        finally:
+            await caller.close()
+        with assistant_server.client() as http:
+            record = wait_for(lambda: (r := http.get(f"/v1/sessions/{result.session_id}").json())["state"] == "ended" and r,
+                              timeout=10)
+        pids.append(record["pid"])
+    assert pids[0] != pids[1]
+    assert all(isinstance(p, int) for p in pids)
+
+
+def test_speech_helper_makes_audible_speech():
+    pcm = speak("Hello there.")
+    assert len(pcm) > 48000 * 0.4
+    assert np.abs(pcm).max() > 3000
