@@ -54,10 +54,14 @@ class LLMSettings(BaseModel):
         default=None,
         description="OpenAI-compatible endpoint. None: run the bundled llama.cpp server locally.",
     )
-    model: str = Field(default="smollm2-135m-instruct", description="Model name sent to the endpoint.")
+    model: str = Field(default="gemma3-270m", description="Model name sent to the endpoint.")
     api_key: str = Field(default="not-needed", repr=False, description="API key for `base_url`.")
     local_model: Literal["smollm2", "gemma3-270m"] = Field(
-        default="smollm2", description="Which bundled GGUF the local llama.cpp server loads."
+        default="gemma3-270m",
+        description=(
+            "Which bundled GGUF the local llama.cpp server loads: Gemma 3 270M (base model, driven "
+            "by a few-shot prompt; better answers) or SmolLM2-135M-Instruct (faster, weaker)."
+        ),
     )
     local_port: int = Field(default=0, description="Port of the local llama.cpp server (0: pick one).")
     local_threads: int = Field(default=1, ge=1, description="CPU threads for the local LLM.")
@@ -78,7 +82,7 @@ class Settings(BaseSettings):
             AgentSpec(
                 name="assistant",
                 bot=BUILTIN_ASSISTANT,
-                description="Offline voice assistant: Silero VAD, Whisper tiny.en, SmolLM2, Piper.",
+                description="Offline voice assistant: Silero VAD, Whisper tiny.en, Gemma 3 270M, Piper.",
             )
         ],
         description="Agents served; the first is the default for /start.",
@@ -109,6 +113,10 @@ class Settings(BaseSettings):
     )
     ended_sessions_kept: int = Field(
         default=1000, ge=0, description="Ended sessions kept in memory for GET /v1/sessions/{id}."
+    )
+    model_cache_dir: Path = Field(
+        default_factory=lambda: Path.home() / ".cache" / "voxfleet" / "models",
+        description="Where model files assembled from packages are kept (the Gemma GGUF).",
     )
     runtime_dir: Path | None = Field(
         default=None, description="Directory for control sockets (default: a fresh temp dir)."

@@ -17,6 +17,7 @@ let botBubble = null;
 let botSegments = new Map();
 let userPartial = null;
 let levelTimer = null;
+let sessionId = null;
 
 function setState(text, kind) {
   ui.stateText.textContent = text;
@@ -119,7 +120,7 @@ async function talk() {
   userPartial = null;
   ui.ttfw.textContent = "measuring…";
   ui.ttfw.dataset.ready = "0";
-  ui.session.textContent = "";
+  ui.session.textContent = "—";
   setState("Connecting…", "connecting");
   ui.talkLabel.textContent = "Hang up";
   ui.agent.disabled = true;
@@ -132,6 +133,11 @@ async function talk() {
       onTransportStateChanged: (s) => {
         if (s === "connected" || s === "ready") setState("Live — speak any time", "live");
       },
+      onBotStarted: (started) => {
+        sessionId = started?.sessionId ?? null;
+        if (sessionId) ui.session.textContent = sessionId.slice(0, 8);
+        ui.session.title = sessionId ?? "";
+      },
       onUserTranscript,
       onBotOutput,
       onBotStartedSpeaking: () => ui.state.classList.add("speaking"),
@@ -140,7 +146,7 @@ async function talk() {
         botBubble = null;
       },
       onTrackStarted: (track, participant) => {
-        if (track.kind === "audio" && participant && !participant.local) watchBotAudio(track);
+        if (track.kind === "audio" && !participant?.local) watchBotAudio(track);
       },
       onDisconnected: () => endCall("Call ended"),
       onError: (msg) => showError(msg?.data?.message ?? "The call failed."),
@@ -148,12 +154,10 @@ async function talk() {
   });
   startedAt = performance.now();
   try {
-    const started = await client.startBotAndConnect({
+    await client.startBotAndConnect({
       endpoint: "/start",
       requestData: { transport: "webrtc", agent: ui.agent.value, body: {} },
     });
-    const id = started?.sessionId;
-    if (id) ui.session.textContent = `session ${id.slice(0, 8)}`;
   } catch (e) {
     const detail = e?.message || e?.data?.error || String(e);
     showError(`Could not start the call: ${detail}`);
@@ -167,6 +171,9 @@ async function endCall(label) {
   const c = client;
   client = null;
   if (c) await c.disconnect().catch(() => {});
+  // Hang up explicitly too, so the session ends now even if the peer connection lingers.
+  if (sessionId) fetch(`/v1/sessions/${sessionId}`, { method: "DELETE" }).catch(() => {});
+  sessionId = null;
   setState(label, "idle");
   ui.talkLabel.textContent = "Talk";
   ui.agent.disabled = false;

@@ -44,12 +44,7 @@ from pipecat.transports.base_transport import TransportParams
 from pipecat.workers.runner import WorkerRunner
 
 from voxfleet.bots import models
-
-SYSTEM_PROMPT = (
-    "You are a friendly voice assistant. Answer in one or two short sentences. "
-    "Your words are spoken aloud, so use no lists, markdown or emojis."
-)
-GREETING = "Hello! I'm your offline voice assistant. What can I help you with?"
+from voxfleet.bots.assistant_prompts import GREETING, SYSTEM_PROMPT
 
 # Services built once per process before any session (see preload()); a forked session gets
 # its own copy of each, so nothing is shared between calls.

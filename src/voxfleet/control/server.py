@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import uvicorn
 
+from voxfleet.bots.assistant_prompts import warm_up_messages
 from voxfleet.bots.llm_server import LocalLLMServer
 from voxfleet.config import BUILTIN_ASSISTANT, Settings
 from voxfleet.control.app import create_app
@@ -32,7 +33,8 @@ async def serve(settings: Settings, announce: Callable[[str], None] = print) -> 
         if any(a.bot == BUILTIN_ASSISTANT for a in settings.agents):
             llm = LocalLLMServer(
                 model=settings.llm.local_model, alias=settings.llm.model, port=settings.llm.local_port,
-                threads=settings.llm.local_threads, ctx=settings.llm.local_ctx, cache_dir=runtime_dir,
+                threads=settings.llm.local_threads, ctx=settings.llm.local_ctx,
+                cache_dir=settings.model_cache_dir, warm_up_messages=warm_up_messages(),
             )
             env = {"OPENAI_BASE_URL": llm.base_url, "OPENAI_API_KEY": "not-needed",
                    "OPENAI_MODEL": settings.llm.model}

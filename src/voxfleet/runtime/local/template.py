@@ -39,6 +39,8 @@ WARM_IMPORTS = (
     "pipecat.runner.utils",
     "voxfleet.runtime.bot_host",
 )
+# Imported when present: modules that libraries load lazily on a session's first request.
+OPTIONAL_WARM_IMPORTS = ("openai.resources.chat.completions", "httpx", "aiohttp")
 
 
 class Template:
@@ -57,6 +59,11 @@ class Template:
         t0 = time.monotonic()
         for name in WARM_IMPORTS:
             importlib.import_module(name)
+        for name in OPTIONAL_WARM_IMPORTS:
+            try:
+                importlib.import_module(name)
+            except ImportError:
+                pass
         self.module = load_bot_module(self.spec["bot"], self.agent)
         t1 = time.monotonic()
         preload = getattr(self.module, "preload", None)

@@ -1,0 +1,69 @@
+"""End to end in a real browser: headless Debian Chromium, fake microphone from a WAV file."""
+
+from __future__ import annotations
+
+import wave
+
+import numpy as np
+import pytest
+
+from tests.conftest import ARTIFACTS
+from voxfleet.clients.speech import speak
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def chromium_args(wav_path: str) -> list[str]:
+    return [
+        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={wav_path}", "--allow-loopback-in-peer-connection",
+        "--disable-features=WebRtcHideLocalIpsWithMdns", "--autoplay-policy=no-user-gesture-required",
+        "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run",
+    ]
+
+
+@pytest.fixture(scope="module")
+def question_wav(tmp_path_factory):
+    # Two seconds of quiet (the greeting plays), the question, then quiet; Chromium loops it.
+    pcm = np.concatenate([np.zeros(48000 * 4, np.int16), speak("What is the capital of France?"),
+                          np.zeros(48000 * 6, np.int16)])
+    path = tmp_path_factory.mktemp("audio") / "question.wav"
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(48000)
+        out.writeframes(pcm.tobytes())
+    return str(path)
+
+
+def test_website_call_shows_greeting_and_ttfw(assistant_server, question_wav):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=chromium_args(question_wav))
+        page = browser.new_page(viewport={"width": 1200, "height": 760})
+        console: list[str] = []
+        page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+        try:
+            page.goto(assistant_server.url + "/")
+            expect(page.locator("#agent option")).to_have_count(1)
+            page.screenshot(path=str(ARTIFACTS / "website-idle.png"))
+            page.click("#talk")
+            greeting = page.locator(".line.bot p").first
+            expect(greeting).to_contain_text("offline voice assistant", timeout=30_000)
+            expect(page.locator("#ttfw")).to_have_attribute("data-ready", "1", timeout=10_000)
+            ttfw_ms = int(page.locator("body").get_attribute("data-ttfw-ms"))
+            assert 0 < ttfw_ms < 30_000
+            expect(page.locator("#state-text")).to_contain_text("Live")
+            # The browser's microphone (the WAV) reaches Whisper and comes back as the user line.
+            expect(page.locator(".line.user p").first).to_contain_text("France", timeout=30_000)
+            page.wait_for_timeout(2500)
+            page.screenshot(path=str(ARTIFACTS / "website-call.png"))
+            page.click("#talk")
+            expect(page.locator("#talk-label")).to_have_text("Talk")
+        finally:
+            (ARTIFACTS / "website-console.log").write_text("\n".join(console))
+            browser.close()
