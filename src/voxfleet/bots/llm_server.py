@@ -22,7 +22,7 @@ from voxfleet.exceptions import NotReady
 log = logging.getLogger(__name__)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -33,7 +33,7 @@ class LocalLLMServer:
                  warm_up_messages: list[dict[str, str]] | None = None) -> None:
         self.model = model
         self.alias = alias
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.threads = threads
         self.ctx = ctx
         self.cache_dir = cache_dir
