@@ -30,6 +30,13 @@ class AgentSpec(BaseModel):
         description="Path to a bot.py defining `async def bot(runner_args)`, or a dotted module name."
     )
     description: str = Field(default="", description="Shown in GET /v1/agents and on the website.")
+    profile: Literal["agent-1x", "agent-2x", "agent-3x"] = Field(
+        default="agent-1x", description="Resources each bot reserves: 1x 0.5 vCPU/1 GiB, 2x 1/2, 3x 1.5/3."
+    )
+    kbps: int | None = Field(default=None, ge=1, description="Uplink per session (default: the profile's 40).")
+    min_warm: int = Field(default=1, ge=0, description="Warm bots kept ready at all times (capacity allowing).")
+    warm_pct: float = Field(default=0.0, ge=0, le=1000, description="Extra warm bots, in % of active sessions.")
+    max_bots: int = Field(default=100, ge=1, description="Most bots (warm + active) of this agent.")
 
     @field_validator("name")
     @classmethod
@@ -101,6 +108,23 @@ class Settings(BaseSettings):
         ),
     )
     llm: LLMSettings = Field(default_factory=LLMSettings)
+    capacity_cpu_millis: int | None = Field(
+        default=None, ge=1, description="CPU to hand out, in millicores (default: from cgroup/affinity)."
+    )
+    capacity_mem_mb: int | None = Field(
+        default=None, ge=1, description="Memory to hand out, in MiB (default: from cgroup/MemTotal)."
+    )
+    uplink_kbps: int = Field(default=100_000, ge=1, description="Network uplink to hand out, kbit/s.")
+    queue_max: int = Field(default=20, ge=0, description="Sessions that may wait for capacity at once.")
+    queue_wait_s: float = Field(default=30.0, gt=0, description="Longest wait in the queue before 429.")
+    refill_concurrency: int = Field(default=1, ge=1, description="Warm bots initialised at the same time.")
+    max_session_s: float = Field(default=3600.0, gt=0, description="A session is ended after this long.")
+    memory_check_s: float = Field(
+        default=1.0, gt=0, description="How often bots' memory (PSS) is sampled against their profile."
+    )
+    drain_timeout_s: float = Field(
+        default=30.0, ge=0, description="On SIGTERM, how long running sessions may finish before exit."
+    )
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, description="Largest accepted request body.")
     offer_timeout_s: float = Field(
         default=30.0, gt=0, description="A started session with no WebRTC offer by then is ended (timeout)."

@@ -12,7 +12,8 @@ only place that maps them to HTTP status codes.
     │   ├── AgentNotFound                                                        -> 404
     │   └── SessionNotFound                                                      -> 404
     ├── SessionConflict              operation not valid in the session's state  -> 409
-    ├── NotReady                     nothing can serve a session yet             -> 503
+    ├── NotReady                     nothing can serve a session yet (or draining) -> 503
+    ├── AtCapacity                   no capacity and the queue is full / wait over -> 429
     ├── BotError                     the bot process failed us                   -> 502
     │   └── BotStartFailed
     └── SignalingTimeout             the bot did not answer signaling in time    -> 504
@@ -112,6 +113,16 @@ class SessionConflict(VoxfleetError):
 
 class NotReady(VoxfleetError):
     code = "NOT_READY"
+
+
+class AtCapacity(VoxfleetError):
+    """No capacity now and no room (or time) left in the queue. Carries a Retry-After hint."""
+
+    code = "AT_CAPACITY"
+
+    def __init__(self, detail: str, retry_after_s: int) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(detail)
 
 
 class BotError(VoxfleetError):

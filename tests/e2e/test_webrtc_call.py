@@ -51,7 +51,8 @@ async def test_spoken_conversation(assistant_server):
                           timeout=10)
     assert record["endReason"] == "hangup"
     assert record["exitCode"] == 0
-    assert {"bot_ready_ms", "answered", "client_connected_ms"} <= set(record["timingsMs"])
+    assert {"bot_assigned", "answered", "client_connected"} <= set(record["timingsMs"])
+    assert record["start"] in ("warm", "cold") and record["botStartMs"] >= 0
 
 
 async def test_each_session_gets_a_fresh_process(assistant_server):

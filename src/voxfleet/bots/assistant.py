@@ -13,8 +13,9 @@ runner (``python -m voxfleet.bots.assistant -t webrtc``). Environment:
 
 voxfleet calls ``preload()`` once in the template process before it forks sessions: the Piper
 voice and Silero model (ONNX Runtime, fork-safe) load there and every session starts with them
-ready. Whisper (CTranslate2) is not fork-safe once loaded, so each session loads it in a
-background thread while the greeting plays.
+ready. Whisper (CTranslate2) is not fork-safe once loaded: a warm bot loads it in ``warmup()``
+(after the fork, before a session); a cold-started session loads it in a background thread
+while the greeting plays.
 """
 
 from __future__ import annotations
@@ -146,11 +147,21 @@ def preload() -> None:
     _preloaded["vad"] = SileroVADAnalyzer()
 
 
+async def warmup() -> None:
+    """Called by voxfleet in a warm bot: after the fork, before any session. Loads and warms
+    Whisper and opens the LLM client, so a session that takes this bot starts with all ready."""
+    stt = _make_stt()
+    if isinstance(stt, BackgroundWhisperSTTService):
+        await asyncio.to_thread(stt._loaded.wait)
+    _preloaded["stt"] = stt
+    _preloaded["llm"] = _make_llm()
+
+
 async def bot(runner_args: RunnerArguments) -> None:
     tts = _preloaded.pop("tts", None) or _make_tts()
     vad = _preloaded.pop("vad", None) or SileroVADAnalyzer()
-    stt = _make_stt()
-    llm = _make_llm()
+    stt = _preloaded.pop("stt", None) or _make_stt()
+    llm = _preloaded.pop("llm", None) or _make_llm()
 
     transport = await create_transport(
         runner_args,

@@ -63,6 +63,8 @@ class PatchRequest(BaseModel):
 class StartResponse(BaseModel):
     sessionId: str
     iceConfig: dict[str, Any] | None = None
+    queued: bool = False
+    queuePosition: int | None = None
 
 
 class OfferResponse(BaseModel):
@@ -108,7 +110,8 @@ def create_app(settings: Settings, service: SessionService, llm: Readiness | Non
     # -- Pipecat runner / Pipecat Cloud compatible routes --------------------------------
     async def start(request: StartRequest, agent: str) -> StartResponse:
         record = await service.start_session(agent, request.body or {}, transport=request.transport)
-        return StartResponse(sessionId=record.session_id, iceConfig=ice_config)
+        return StartResponse(sessionId=record.session_id, iceConfig=ice_config,
+                             queued=record.queue_position is not None, queuePosition=record.queue_position)
 
     @app.post("/start", response_model=StartResponse, response_model_exclude_none=True, tags=["sessions"])
     async def start_session(request: StartRequest) -> StartResponse:
@@ -155,6 +158,12 @@ def create_app(settings: Settings, service: SessionService, llm: Readiness | Non
     async def hang_up(session_id: str) -> dict[str, Any]:
         record = await service.hang_up(session_id)
         return record.to_public()
+
+    @app.get("/v1/capacity", tags=["v1"])
+    async def capacity() -> dict[str, Any]:
+        """Capacity, reserved and free per resource (invariant: free + reserved == capacity);
+        warm, warming, active per agent; the queue."""
+        return service.capacity()
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> JSONResponse:

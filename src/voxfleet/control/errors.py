@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from voxfleet.exceptions import (
+    AtCapacity,
     BotError,
     InvalidRequest,
     NotFound,
@@ -28,6 +29,7 @@ STATUS = (
     (NotFound, 404),
     (SessionConflict, 409),
     (NotReady, 503),
+    (AtCapacity, 429),
     (SignalingTimeout, 504),
     (BotError, 502),
 )
@@ -37,8 +39,11 @@ def status_for(exc: VoxfleetError) -> int:
     return next((status for kind, status in STATUS if isinstance(exc, kind)), 500)
 
 
-def error_response(status: int, message: str, code: str, **extra: object) -> JSONResponse:
-    headers = {"Retry-After": "5"} if status == 503 else None
+def error_response(status: int, message: str, code: str, retry_after_s: int | None = None,
+                   **extra: object) -> JSONResponse:
+    if retry_after_s is None and status == 503:
+        retry_after_s = 5
+    headers = {"Retry-After": str(retry_after_s)} if retry_after_s is not None else None
     return JSONResponse({"error": message, "code": code, **extra}, status_code=status, headers=headers)
 
 
@@ -67,7 +72,8 @@ def install_error_handlers(app: FastAPI) -> None:
         if status >= 500:
             log.warning("%s: %s", exc.code, exc)
         extra = {"field": exc.field} if isinstance(exc, InvalidRequest) else {}
-        return error_response(status, str(exc), exc.code, **extra)
+        retry_after = exc.retry_after_s if isinstance(exc, AtCapacity) else None
+        return error_response(status, str(exc), exc.code, retry_after_s=retry_after, **extra)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections.abc import Callable
 
 import uvicorn
@@ -12,8 +13,11 @@ from voxfleet.bots.assistant_prompts import warm_up_messages
 from voxfleet.bots.llm_server import LocalLLMServer
 from voxfleet.config import BUILTIN_ASSISTANT, Settings
 from voxfleet.control.app import create_app
+from voxfleet.runtime.local import node
 from voxfleet.runtime.local.backend import LocalBackend
-from voxfleet.scheduler.service import SessionService
+from voxfleet.scheduler.capacity import CapacityLedger, Resources, profile_named
+from voxfleet.scheduler.pool import WarmPoolPolicy
+from voxfleet.scheduler.service import AgentPool, Limits, SessionService
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +55,7 @@ async def serve(settings: Settings, announce: Callable[[str], None] = print) -> 
         log_level=settings.log_level,
         env=env,
     )
-    service = SessionService(
-        backend, [a.name for a in settings.agents], offer_timeout=settings.offer_timeout_s,
-        signaling_timeout=settings.signaling_timeout_s, keep_ended=settings.ended_sessions_kept,
-    )
+    service = build_service(settings, backend)
     app = create_app(settings, service, llm)
     server = uvicorn.Server(uvicorn.Config(
         app, host=settings.host, port=settings.port, log_config=None, lifespan="off",
@@ -72,6 +73,8 @@ async def serve(settings: Settings, announce: Callable[[str], None] = print) -> 
         announce(f"voxfleet: starting on {url} (healthz answers 503 until ready)")
         warmups = [backend.start()] + ([llm.start()] if llm else [])
         await asyncio.gather(*warmups)
+        service.start()
+        install_drain(server, service, settings.drain_timeout_s)
         announce(f"voxfleet: ready, open {url}")
         await http
     finally:
@@ -82,3 +85,41 @@ async def serve(settings: Settings, announce: Callable[[str], None] = print) -> 
             await llm.aclose()
         if not http.done():
             await http
+
+
+def build_service(settings: Settings, backend: LocalBackend) -> SessionService:
+    capacity = Resources(settings.capacity_cpu_millis or node.cpu_millis(),
+                         settings.capacity_mem_mb or node.memory_mb(), settings.uplink_kbps)
+    pools = [
+        AgentPool(a.name, profile_named(a.profile, a.kbps),
+                  WarmPoolPolicy(min_warm=a.min_warm, warm_pct=a.warm_pct, max_bots=a.max_bots))
+        for a in settings.agents
+    ]
+    limits = Limits(offer_timeout=settings.offer_timeout_s, signaling_timeout=settings.signaling_timeout_s,
+                    queue_wait=settings.queue_wait_s, max_session=settings.max_session_s,
+                    memory_check=settings.memory_check_s, refill_concurrency=settings.refill_concurrency)
+    log.info("capacity: %d mCPU, %d MiB, %d kbps", capacity.cpu_millis, capacity.mem_mb, capacity.kbps)
+    return SessionService(backend, pools, CapacityLedger(capacity), limits=limits,
+                          queue_max=settings.queue_max, keep_ended=settings.ended_sessions_kept)
+
+
+def install_drain(server: uvicorn.Server, service: SessionService, timeout: float) -> None:
+    """SIGTERM/SIGINT: stop admitting (healthz 503), release warm bots, let live sessions finish
+    within `timeout`, then stop the HTTP server. A second signal stops at once."""
+    loop = asyncio.get_running_loop()
+    draining: list[asyncio.Task] = []
+
+    def on_signal() -> None:
+        if draining:
+            server.should_exit = True
+            return
+        log.info("signal received: draining (up to %.0fs); send it again to stop now", timeout)
+
+        async def drain_then_exit() -> None:
+            await service.drain(timeout)
+            server.should_exit = True
+
+        draining.append(asyncio.create_task(drain_then_exit(), name="drain"))
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal)

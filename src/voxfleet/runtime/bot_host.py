@@ -1,6 +1,9 @@
 """The bot side: the small process that hosts ONE session, then exits.
 
-It connects back to the control socket, answers the session's WebRTC signaling with Pipecat's
+A bot starts either with its session (cold start) or without one (a warm bot): then it runs
+the bot module's optional ``async def warmup()`` (session-independent set-up that must happen
+after the fork), reports ``warm_ready`` and waits to be assigned a session. Either way it
+connects back to the control socket, answers the session's WebRTC signaling with Pipecat's
 own ``SmallWebRTCRequestHandler`` (media then flows client <-> this process directly), runs the
 user's unchanged ``bot(runner_args)`` with ``SmallWebRTCRunnerArguments``, and reports how the
 session ended before it exits. Exit code: 0 when the bot returned, 1 when it raised.
@@ -28,11 +31,14 @@ class BotHost:
         self,
         *,
         control_socket: str,
-        session_id: str,
+        bot_id: str,
+        session_id: str | None,
         agent: str,
         bot: BotFunction,
+        warmup: Callable[[], Awaitable[Any]] | None,
         body: Any,
         ice_servers: list[dict[str, Any]],
+        log_level: str,
     ) -> None:
         from pipecat.transports.smallwebrtc.connection import IceServer
         from pipecat.transports.smallwebrtc.request_handler import (
@@ -41,7 +47,13 @@ class BotHost:
         )
 
         self.control_socket = control_socket
+        self.bot_id = bot_id
         self.session_id = session_id
+        self.warmup = warmup
+        self.log_level = log_level
+        self.assigned = asyncio.Event()
+        if session_id is not None:
+            self.assigned.set()
         self.agent = agent
         self.bot = bot
         self.body = body
@@ -62,9 +74,11 @@ class BotHost:
 
     async def run(self) -> int:
         reader, self.writer = await asyncio.open_unix_connection(self.control_socket, limit=wire.MAX_LINE)
-        self.send("bot_hello", session_id=self.session_id, pid=os.getpid(), at=time.time())
+        self.send("bot_hello", bot_id=self.bot_id, pid=os.getpid(), at=time.time())
         control = asyncio.create_task(self.read_control(reader), name="control")
         try:
+            if not self.assigned.is_set():
+                await self.prepare_warm()
             await self.done.wait()
         finally:
             control.cancel()
@@ -79,6 +93,26 @@ class BotHost:
         except (ConnectionError, RuntimeError):
             pass
         return code
+
+    async def prepare_warm(self) -> None:
+        started = time.monotonic()
+        if self.warmup is not None:
+            try:
+                await self.warmup()
+            except Exception as exc:  # noqa: BLE001 - a failed warm-up is reported; the bot exits
+                log.error("bot %s: warmup() failed: %s: %s", self.bot_id, type(exc).__name__, exc)
+                self.stop("warmup_failed")
+                return
+        self.send("warm_ready", warmup_ms=round((time.monotonic() - started) * 1000, 1))
+
+    def assign(self, message: dict[str, Any]) -> None:
+        from voxfleet.observability.logs import configure_logging
+
+        self.session_id = message["session_id"]
+        self.body = message.get("body")
+        configure_logging(self.log_level, process=f"bot:{self.session_id}")
+        self.assigned.set()
+        self.send("assigned", id=message.get("id"), session_id=self.session_id)
 
     def outcome(self) -> tuple[int, str, str]:
         if self.bot_task is None or self.bot_task.cancelled():
@@ -96,7 +130,9 @@ class BotHost:
             while line := await reader.readline():
                 message = wire.decode(line)
                 kind = message["t"]
-                if kind == "offer":
+                if kind == "assign":
+                    self.assign(message)
+                elif kind == "offer":
                     self.spawn(self.answer_offer(message))
                 elif kind == "ice":
                     self.spawn(self.add_candidates(message))
@@ -183,9 +219,11 @@ class BotHost:
 def run_bot_host(
     *,
     control_socket: str,
-    session_id: str,
+    bot_id: str,
+    session_id: str | None,
     agent: str,
     bot: BotFunction,
+    warmup: Callable[[], Awaitable[Any]] | None,
     body: Any,
     ice_servers: list[dict[str, Any]],
     advertised_addresses: list[str],
@@ -195,14 +233,17 @@ def run_bot_host(
     from voxfleet.observability.logs import configure_logging
     from voxfleet.transports.ice import advertise_addresses
 
-    configure_logging(log_level, process=f"bot:{session_id}")
+    configure_logging(log_level, process=f"bot:{session_id or 'warm-' + bot_id[:8]}")
     advertise_addresses(advertised_addresses)
     host = BotHost(
         control_socket=control_socket,
+        bot_id=bot_id,
         session_id=session_id,
         agent=agent,
         bot=bot,
+        warmup=warmup,
         body=body,
         ice_servers=ice_servers,
+        log_level=log_level,
     )
     return asyncio.run(host.run())

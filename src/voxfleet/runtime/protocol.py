@@ -30,20 +30,29 @@ class BotInfo:
 
     pid: int | None = None
     node: str = "local"
-    timings: dict[str, float] = field(default_factory=dict)
+    warmup_ms: float | None = None
+    events: dict[str, float] = field(default_factory=dict)  # name -> epoch seconds
 
 
 class BotHandle(Protocol):
-    """One bot process hosting one session."""
+    """One bot process; it hosts one session (a warm bot: not yet assigned)."""
 
-    session_id: str
+    bot_id: str
+    agent: str
+    session_id: str | None
     info: BotInfo
+
+    async def assign(self, session_id: str, body: Any, timeout: float) -> None:
+        """Hand a warm bot its session."""
 
     async def offer(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
         """Relay a SmallWebRTC offer ({sdp, type, pc_id, restart_pc, request_data}); return the answer."""
 
     async def add_ice_candidates(self, pc_id: str, candidates: list[dict[str, Any]], timeout: float) -> None:
         """Relay trickled ICE candidates ({candidate, sdp_mid, sdp_mline_index})."""
+
+    def memory_mb(self) -> float | None:
+        """The bot's memory use (PSS, MiB), or None if unknown."""
 
     async def wait_exit(self) -> BotExit:
         """Wait until the bot process is gone; tell how it ended."""
@@ -64,8 +73,9 @@ class Backend(Protocol):
     def status(self) -> dict[str, Any]:
         """Per-agent readiness and figures for health and operator views."""
 
-    async def launch(self, agent: str, session_id: str, body: Any) -> BotHandle:
-        """Start a fresh bot for one session of `agent`."""
+    async def launch(self, agent: str, bot_id: str, session_id: str | None = None, body: Any = None) -> BotHandle:
+        """Start a fresh bot of `agent`: for `session_id` (cold start), or warm (no session) and
+        return once it is ready to be assigned one."""
 
     async def aclose(self) -> None:
         """Stop every bot and template."""

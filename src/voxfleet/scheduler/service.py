@@ -1,8 +1,15 @@
-"""The asyncio service that drives a runtime backend for sessions.
+"""The asyncio service that drives a runtime backend: admission, warm pools, queue, limits.
 
-It applies decisions; it holds no policy of its own beyond the session state machine in
-``sessions.py``. ``/start`` returns as soon as the session exists: the bot is launched in the
-background while the client builds its offer, and the offer waits for the bot.
+Decisions come from the pure cores (``capacity.CapacityLedger``, ``pool.WarmPoolPolicy``,
+``pool.AdmissionQueue``, ``sessions.SessionRecord``); this module applies them. It reacts to
+events (a session starts, a bot exits) and never polls its own state; the one periodic task
+samples bots' memory, which the kernel reports only when asked.
+
+Admission, in order: a warm bot of the agent (assignment is one message, milliseconds); else a
+cold start if the profile fits in free capacity; else, if another agent's warm bot holds
+capacity, that bot is retired and the session waits for its release; else the bounded queue;
+else 429 ``AT_CAPACITY`` with Retry-After. Every bot, warm or busy, holds a reservation that is
+released exactly once, when its process is gone.
 """
 
 from __future__ import annotations
@@ -10,69 +17,149 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 from voxfleet.exceptions import (
     AgentNotFound,
+    AtCapacity,
     BotError,
     NotReady,
     SessionConflict,
     SessionNotFound,
 )
 from voxfleet.runtime.protocol import Backend, BotHandle
-from voxfleet.scheduler.sessions import ACTIVE, ENDED, SessionRecord, SessionTable
+from voxfleet.scheduler.capacity import CapacityLedger, Profile
+from voxfleet.scheduler.pool import AdmissionQueue, WarmPoolPolicy
+from voxfleet.scheduler.sessions import ACTIVE, ENDED, QUEUED, SessionRecord, SessionTable
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class AgentPool:
+    name: str
+    profile: Profile
+    policy: WarmPoolPolicy
+    warm: list[BotHandle] = field(default_factory=list)
+    warming: int = 0
+    active: int = 0
+
+    def status(self) -> dict[str, Any]:
+        return {"profile": self.profile.name, "warm": len(self.warm), "warming": self.warming,
+                "active": self.active, "min_warm": self.policy.min_warm, "warm_pct": self.policy.warm_pct,
+                "max_bots": self.policy.max_bots}
+
+
+@dataclass(frozen=True)
+class Limits:
+    offer_timeout: float = 30.0
+    signaling_timeout: float = 15.0
+    queue_wait: float = 30.0
+    max_session: float = 3600.0
+    memory_check: float = 1.0
+    refill_concurrency: int = 1
 
 
 class SessionService:
     def __init__(
         self,
         backend: Backend,
-        agents: list[str],
+        pools: list[AgentPool],
+        ledger: CapacityLedger,
         *,
-        offer_timeout: float,
-        signaling_timeout: float,
+        limits: Limits,
+        queue_max: int = 20,
         keep_ended: int = 1000,
     ) -> None:
         self.backend = backend
-        self.agents = agents
-        self.offer_timeout = offer_timeout
-        self.signaling_timeout = signaling_timeout
+        self.pools = {p.name: p for p in pools}
+        self.agents = list(self.pools)
+        self.ledger = ledger
+        self.limits = limits
+        self.queue = AdmissionQueue(queue_max)
         self.table = SessionTable(keep_ended)
-        self.bots: dict[str, asyncio.Future[BotHandle]] = {}
+        self.bots: dict[str, asyncio.Future[BotHandle]] = {}  # session_id -> its bot, once started
+        self.live_bots: dict[str, BotHandle] = {}  # bot_id -> bot (warm or busy)
+        self.queued_bodies: dict[str, Any] = {}
         self.tasks: set[asyncio.Task] = set()
         self.accepting = True
+        self._sessions_done = asyncio.Event()
 
     # -- queries ----------------------------------------------------------------------------
     def get(self, session_id: str) -> SessionRecord:
         record = self.table.get(session_id)
         if record is None:
             raise SessionNotFound(session_id)
+        if record.state == QUEUED:
+            record.queue_position = self.queue.position(session_id)
         return record
 
     def ready(self) -> bool:
         return self.accepting and self.backend.ready()
 
+    def capacity(self) -> dict[str, Any]:
+        return {**self.ledger.snapshot(), "invariant_ok": self.ledger.check(),
+                "queue": {"length": len(self.queue), "max": self.queue.max_length,
+                          "by_agent": self.queue.by_agent()},
+                "agents": {name: pool.status() for name, pool in self.pools.items()},
+                "accepting": self.accepting}
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        """Begin filling warm pools and sampling memory (after the backend is ready)."""
+        self._spawn(self._watch_memory(), "memory-watch")
+        self._rebalance()
+
+    async def drain(self, timeout: float) -> None:
+        """Stop admitting, release warm bots, let sessions finish within `timeout`."""
+        self.accepting = False
+        for session_id in self.queue.waiting():
+            self._expire_queued(session_id, "shutdown", "voxfleet is shutting down")
+        for pool in self.pools.values():
+            for bot in list(pool.warm):
+                self._spawn(bot.stop("shutdown", grace=1.0), f"retire:{bot.bot_id}")
+        if self.table.count():
+            log.info("draining: waiting up to %.0fs for %d session(s)", timeout, self.table.count())
+            self._sessions_done.clear()
+            try:
+                await asyncio.wait_for(self._sessions_done.wait(), timeout)
+            except asyncio.TimeoutError:
+                log.warning("drain: %d session(s) still live after %.0fs", self.table.count(), timeout)
+
+    async def aclose(self) -> None:
+        self.accepting = False
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
     # -- commands ---------------------------------------------------------------------------
     async def start_session(self, agent: str, body: Any, transport: str = "webrtc") -> SessionRecord:
-        if agent not in self.agents:
+        if agent not in self.pools:
             raise AgentNotFound(agent, self.agents)
         if not self.ready():
-            raise NotReady("voxfleet is not ready to serve sessions yet (templates or LLM starting)")
+            raise NotReady("voxfleet is not ready to serve sessions (starting or draining)")
         record = SessionRecord(session_id=str(uuid.uuid4()), agent=agent, transport=transport)
+        self.bots[record.session_id] = asyncio.get_running_loop().create_future()
+        if not self._admit(record, body):
+            position = self.queue.push(record.session_id, agent)
+            if position is None:
+                self.bots.pop(record.session_id)
+                raise AtCapacity(f"all agents are busy and the queue is full ({self.queue.max_length} waiting); "
+                                 "try again shortly", retry_after_s=self._retry_after())
+            record.state = QUEUED
+            record.queue_position = position
+            self.queued_bodies[record.session_id] = body
+            self._spawn(self._queue_deadline(record), f"queue-deadline:{record.session_id}")
+            log.info("session %s: queued at #%d for agent %s", record.session_id, position, agent)
         self.table.add(record)
-        launched: asyncio.Future[BotHandle] = asyncio.get_running_loop().create_future()
-        self.bots[record.session_id] = launched
-        self._spawn(self._run_session(record, body, launched), f"session:{record.session_id}")
-        log.info("session %s: starting agent %s", record.session_id, agent)
         return record
 
     async def offer(self, session_id: str, request: dict[str, Any]) -> dict[str, Any]:
         record = self.get(session_id)
         bot = await self._bot_for(record, "accept an offer")
         record.mark("offer_received")
-        answer = await bot.offer(request, self.signaling_timeout)
+        answer = await bot.offer(request, self.limits.signaling_timeout)
         if record.activate():
             record.mark("answered")
         return answer
@@ -80,11 +167,14 @@ class SessionService:
     async def add_ice_candidates(self, session_id: str, pc_id: str, candidates: list[dict[str, Any]]) -> None:
         record = self.get(session_id)
         bot = await self._bot_for(record, "add ICE candidates")
-        await bot.add_ice_candidates(pc_id, candidates, self.signaling_timeout)
+        await bot.add_ice_candidates(pc_id, candidates, self.limits.signaling_timeout)
 
     async def hang_up(self, session_id: str) -> SessionRecord:
         record = self.get(session_id)
         if record.state == ENDED:
+            return record
+        if record.state == QUEUED:
+            self._expire_queued(session_id, "hangup", "hung up while queued")
             return record
         launched = self.bots.get(session_id)
         if launched is not None and launched.done() and not launched.exception():
@@ -93,11 +183,197 @@ class SessionService:
             record.end("hangup", "hung up before the bot started")
         return record
 
-    async def aclose(self) -> None:
-        self.accepting = False
-        for task in list(self.tasks):
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+    # -- admission --------------------------------------------------------------------------
+    def _admit(self, record: SessionRecord, body: Any) -> bool:
+        """Start the session now if possible (warm, else cold); False if it must wait."""
+        pool = self.pools[record.agent]
+        if pool.warm:
+            bot = pool.warm.pop(0)
+            pool.active += 1
+            self._spawn(self._serve(record, body, warm_bot=bot), f"session:{record.session_id}")
+            return True
+        if pool.active >= pool.policy.max_bots:
+            return False
+        bot_id = uuid.uuid4().hex
+        if self.ledger.reserve(bot_id, pool.profile.resources):
+            pool.active += 1
+            self._spawn(self._serve(record, body, bot_id=bot_id), f"session:{record.session_id}")
+            return True
+        self._retire_one_warm_bot(exclude=record.agent)
+        return False
+
+    def _retire_one_warm_bot(self, exclude: str) -> None:
+        """Free capacity held by another agent's idle warm bot (its release re-runs admission)."""
+        for pool in self.pools.values():
+            if pool.name != exclude and pool.warm:
+                bot = pool.warm.pop()
+                self._spawn(bot.stop("retired", grace=1.0), f"retire:{bot.bot_id}")
+                return
+
+    async def _serve(self, record: SessionRecord, body: Any, *, warm_bot: BotHandle | None = None,
+                     bot_id: str | None = None) -> None:
+        pool = self.pools[record.agent]
+        launched = self.bots[record.session_id]
+        try:
+            try:
+                if warm_bot is not None:
+                    bot = warm_bot
+                    await bot.assign(record.session_id, body, self.limits.signaling_timeout)
+                else:
+                    assert bot_id is not None
+                    bot = await self.backend.launch(record.agent, bot_id, record.session_id, body)
+                    self._watch_bot(bot)
+            except Exception as exc:  # noqa: BLE001 - recorded as the session's end
+                if bot_id is not None:
+                    self._release(bot_id)
+                log.error("session %s: bot failed to start: %s", record.session_id, exc)
+                launched.set_exception(exc)
+                launched.exception()
+                record.end("start_failed", str(exc))
+                return
+            record.warm = warm_bot is not None
+            record.pid = bot.info.pid
+            record.mark("bot_assigned")
+            record.bot_start_ms = record.timings_ms["bot_assigned"]
+            launched.set_result(bot)
+            log.info("session %s: %s start in %.1f ms (bot %s pid %s)", record.session_id,
+                     "warm" if record.warm else "cold", record.bot_start_ms, bot.bot_id, bot.info.pid)
+            if record.state == ENDED:  # hung up while the bot was starting
+                await bot.stop(record.end_reason or "hangup")
+            deadline = self._spawn(self._deadlines(record, bot), f"deadlines:{record.session_id}")
+            result = await bot.wait_exit()
+            deadline.cancel()
+            for name, at in bot.info.events.items():
+                if at >= record.created_at and name not in record.timings_ms:
+                    record.mark(name, at)
+            if record.end(result.reason, result.detail, result.exit_code, result.signal):
+                log.info("session %s: ended (%s) %s", record.session_id, result.reason, result.detail)
+        except asyncio.CancelledError:
+            record.end("shutdown")
+            raise
+        finally:
+            pool.active -= 1
+            self.bots.pop(record.session_id, None)
+            self.table.retire(record)
+            if not self.table.count():
+                self._sessions_done.set()
+            self._rebalance()
+
+    async def _deadlines(self, record: SessionRecord, bot: BotHandle) -> None:
+        await asyncio.sleep(self.limits.offer_timeout)
+        if record.state not in (ACTIVE, ENDED):
+            log.warning("session %s: no offer within %.0fs; ending", record.session_id, self.limits.offer_timeout)
+            await bot.stop("timeout")
+            return
+        await asyncio.sleep(max(0.0, self.limits.max_session - self.limits.offer_timeout))
+        log.warning("session %s: reached the %.0fs limit; ending", record.session_id, self.limits.max_session)
+        await bot.stop("max_duration")
+
+    async def _queue_deadline(self, record: SessionRecord) -> None:
+        await asyncio.sleep(self.limits.queue_wait)
+        self._expire_queued(record.session_id, "queue_timeout",
+                            f"no capacity within {self.limits.queue_wait:.0f}s")
+
+    def _expire_queued(self, session_id: str, reason: str, detail: str) -> None:
+        if not self.queue.remove(session_id):
+            return
+        self.queued_bodies.pop(session_id, None)
+        record = self.table.get(session_id)
+        launched = self.bots.pop(session_id, None)
+        if launched is not None and not launched.done():
+            launched.set_exception(AtCapacity(f"all agents are busy: {detail}", retry_after_s=self._retry_after()))
+            launched.exception()
+        if record is not None:
+            record.end(reason, detail)
+            self.table.retire(record)
+        if not self.table.count():
+            self._sessions_done.set()
+
+    def _retry_after(self) -> int:
+        return max(1, min(30, int(self.limits.queue_wait // 2) or 1))
+
+    # -- warm pools ---------------------------------------------------------------------------
+    def _rebalance(self) -> None:
+        """Admit queued sessions first, then bring warm pools to their targets."""
+        while self.accepting and (head := self.queue.head()) is not None:
+            session_id, _agent = head
+            record = self.table.get(session_id)
+            if record is None or not self._admit(record, self.queued_bodies.get(session_id)):
+                break
+            self.queue.remove(session_id)
+            self.queued_bodies.pop(session_id, None)
+            record.state = "starting"
+            record.queue_position = None
+            record.mark("dequeued")
+        if not self.accepting or len(self.queue):
+            return
+        in_flight = sum(p.warming for p in self.pools.values())
+        for pool in self.pools.values():
+            have = len(pool.warm) + pool.warming
+            fits = self.ledger.how_many_fit(pool.profile.resources)
+            target = pool.policy.target(pool.active, fits_more=fits, warm=have)
+            while have < target and in_flight < self.limits.refill_concurrency:
+                bot_id = uuid.uuid4().hex
+                if not self.ledger.reserve(bot_id, pool.profile.resources):
+                    break
+                pool.warming += 1
+                have += 1
+                in_flight += 1
+                self._spawn(self._warm_one(pool, bot_id), f"warm:{bot_id}")
+            while have > target and pool.warm:
+                bot = pool.warm.pop()
+                have -= 1
+                self._spawn(bot.stop("retired", grace=1.0), f"retire:{bot.bot_id}")
+
+    async def _warm_one(self, pool: AgentPool, bot_id: str) -> None:
+        try:
+            bot = await self.backend.launch(pool.name, bot_id)
+        except Exception as exc:  # noqa: BLE001 - a failed warm-up frees its reservation and is logged
+            log.error("agent %s: warm bot failed to start: %s", pool.name, exc)
+            self._release(bot_id)
+            pool.warming -= 1
+            return
+        pool.warming -= 1
+        self._watch_bot(bot)
+        if self.accepting:
+            pool.warm.append(bot)
+            log.info("agent %s: warm bot %s ready (pid %s, warm-up %s ms)", pool.name, bot_id[:8],
+                     bot.info.pid, bot.info.warmup_ms)
+        else:
+            await bot.stop("shutdown", grace=1.0)
+        self._rebalance()
+
+    def _watch_bot(self, bot: BotHandle) -> None:
+        self.live_bots[bot.bot_id] = bot
+        self._spawn(self._release_on_exit(bot), f"release:{bot.bot_id}")
+
+    async def _release_on_exit(self, bot: BotHandle) -> None:
+        result = await bot.wait_exit()
+        self.live_bots.pop(bot.bot_id, None)
+        pool = self.pools[bot.agent]
+        if bot in pool.warm:  # died while idle
+            pool.warm.remove(bot)
+            log.warning("agent %s: warm bot %s ended while idle (%s)", bot.agent, bot.bot_id[:8], result.reason)
+        self._release(bot.bot_id)
+        self._rebalance()
+
+    def _release(self, bot_id: str) -> None:
+        self.ledger.release(bot_id)
+        assert self.ledger.check(), "capacity invariant broken"
+
+    # -- limits -------------------------------------------------------------------------------
+    async def _watch_memory(self) -> None:
+        while True:
+            await asyncio.sleep(self.limits.memory_check)
+            for bot in list(self.live_bots.values()):
+                if bot.session_id is None:
+                    continue
+                used = bot.memory_mb()
+                limit = self.pools[bot.agent].profile.resources.mem_mb
+                if used is not None and used > limit:
+                    log.warning("session %s: bot uses %.0f MiB PSS, over its %d MiB limit; ending",
+                                bot.session_id, used, limit)
+                    self._spawn(bot.stop("memory_limit", grace=0.5), f"memory-limit:{bot.bot_id}")
 
     # -- internals --------------------------------------------------------------------------
     async def _bot_for(self, record: SessionRecord, action: str) -> BotHandle:
@@ -108,46 +384,10 @@ class SessionService:
             raise SessionConflict(record.session_id, record.state, action)
         try:
             return await asyncio.shield(launched)
-        except BotError:
+        except (BotError, AtCapacity):
             raise
         except Exception as exc:  # noqa: BLE001 - surfaced as a bot failure for this session
             raise BotError(f"bot for session {record.session_id} failed to start: {exc}") from exc
-
-    async def _run_session(self, record: SessionRecord, body: Any, launched: asyncio.Future) -> None:
-        try:
-            try:
-                bot = await self.backend.launch(record.agent, record.session_id, body)
-            except Exception as exc:  # noqa: BLE001 - recorded as the session's end
-                log.error("session %s: bot failed to start: %s", record.session_id, exc)
-                launched.set_exception(exc)
-                launched.exception()
-                record.end("start_failed", str(exc))
-                return
-            record.pid = bot.info.pid
-            record.timings_ms.update(bot.info.timings)
-            launched.set_result(bot)
-            if record.state == ENDED:  # hung up while the bot was starting
-                await bot.stop(record.end_reason or "hangup")
-            watchdog = self._spawn(self._offer_deadline(record, bot), f"offer-deadline:{record.session_id}")
-            result = await bot.wait_exit()
-            watchdog.cancel()
-            record.pid = bot.info.pid
-            for name, value in bot.info.timings.items():
-                record.timings_ms.setdefault(name, value)
-            if record.end(result.reason, result.detail, result.exit_code, result.signal):
-                log.info("session %s: ended (%s) %s", record.session_id, result.reason, result.detail)
-        except asyncio.CancelledError:
-            record.end("shutdown")
-            raise
-        finally:
-            self.bots.pop(record.session_id, None)
-            self.table.retire(record)
-
-    async def _offer_deadline(self, record: SessionRecord, bot: BotHandle) -> None:
-        await asyncio.sleep(self.offer_timeout)
-        if record.state != ACTIVE and record.state != ENDED:
-            log.warning("session %s: no offer within %.0fs; ending", record.session_id, self.offer_timeout)
-            await bot.stop("timeout")
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task:
         task = asyncio.create_task(coro, name=name)

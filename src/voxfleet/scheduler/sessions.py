@@ -1,7 +1,7 @@
 """Session records and their state machine (pure: no I/O, no asyncio).
 
-    starting --offer answered--> active --bot gone--> ended
-        \\------------------ bot gone / timeout --------^
+    queued --capacity--> starting --offer answered--> active --bot gone--> ended
+       \\--queue timeout / hang-up--------\\------- bot gone / timeout --------^
 
 A session ends exactly once; the first end reason recorded wins.
 """
@@ -13,7 +13,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-STARTING, ACTIVE, ENDED = "starting", "active", "ended"
+QUEUED, STARTING, ACTIVE, ENDED = "queued", "starting", "active", "ended"
 
 END_REASONS = {
     "hangup": "the caller hung up (client left or DELETE)",
@@ -24,6 +24,9 @@ END_REASONS = {
     "start_failed": "the bot process could not be started",
     "shutdown": "voxfleet was shutting down",
     "control_lost": "the bot lost its link to the control plane",
+    "queue_timeout": "no capacity freed up within the queue's wait bound",
+    "max_duration": "the session reached its maximum duration",
+    "memory_limit": "the bot used more memory (PSS) than its profile reserves",
 }
 
 
@@ -39,6 +42,9 @@ class SessionRecord:
     exit_code: int | None = None
     exit_signal: int | None = None
     pid: int | None = None
+    warm: bool | None = None
+    bot_start_ms: float | None = None
+    queue_position: int | None = None
     ended_at: float | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
 
@@ -47,7 +53,7 @@ class SessionRecord:
         self.timings_ms[name] = round(((at or time.time()) - self.created_at) * 1000, 1)
 
     def activate(self) -> bool:
-        if self.state != STARTING:
+        if self.state not in (QUEUED, STARTING):
             return False
         self.state = ACTIVE
         return True
@@ -79,6 +85,9 @@ class SessionRecord:
             "exitCode": self.exit_code,
             "exitSignal": self.exit_signal,
             "pid": self.pid,
+            "start": None if self.warm is None else ("warm" if self.warm else "cold"),
+            "botStartMs": self.bot_start_ms,
+            "queuePosition": self.queue_position,
             "timingsMs": dict(self.timings_ms),
         }
 

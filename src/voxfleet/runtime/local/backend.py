@@ -20,20 +20,23 @@ from typing import Any
 
 from voxfleet.exceptions import BotError, BotStartFailed, NotReady, SignalingTimeout
 from voxfleet.runtime import wire
+from voxfleet.runtime.local.node import pss_mb
 from voxfleet.runtime.protocol import BotExit, BotInfo
 
 log = logging.getLogger(__name__)
 
 
 class LocalBot:
-    """A forked bot process, seen from the control plane."""
+    """A forked bot process, seen from the control plane. Warm bots have no session yet."""
 
-    def __init__(self, session_id: str, agent: str) -> None:
+    def __init__(self, bot_id: str, agent: str, session_id: str | None) -> None:
+        self.bot_id = bot_id
         self.session_id = session_id
         self.agent = agent
         self.info = BotInfo()
         self.launched_at = time.monotonic()
         self.hello = asyncio.get_running_loop().create_future()
+        self.warm_ready = asyncio.get_running_loop().create_future()
         self._writer: asyncio.StreamWriter | None = None
         self._requests: dict[int, asyncio.Future] = {}
         self._ids = itertools.count(1)
@@ -46,19 +49,23 @@ class LocalBot:
     def attach(self, writer: asyncio.StreamWriter, pid: int) -> None:
         self._writer = writer
         self.info.pid = pid
-        self.info.timings["bot_ready_ms"] = round((time.monotonic() - self.launched_at) * 1000, 1)
+        self.info.events["bot_ready"] = time.time()
         if not self.hello.done():
             self.hello.set_result(None)
 
     def on_message(self, message: dict[str, Any]) -> None:
         kind = message["t"]
-        if kind in ("answer", "error", "ice_ok"):
+        if kind in ("answer", "error", "ice_ok", "assigned"):
             future = self._requests.pop(message.get("id", -1), None)
             if future is not None and not future.done():
                 future.set_result(message)
+        elif kind == "warm_ready":
+            self.info.warmup_ms = message.get("warmup_ms")
+            self.info.events["warm_ready"] = time.time()
+            if not self.warm_ready.done():
+                self.warm_ready.set_result(None)
         elif kind == "event":
-            name = message.get("name", "")
-            self.info.timings[f"{name}_ms"] = round((time.monotonic() - self.launched_at) * 1000, 1)
+            self.info.events[message.get("name", "event")] = time.time()
         elif kind == "ended":
             self._reported = (message.get("reason", "bot_ended"), message.get("detail", ""))
 
@@ -66,7 +73,7 @@ class LocalBot:
         self._link_lost.set()
         for future in self._requests.values():
             if not future.done():
-                future.set_exception(BotError(f"bot for session {self.session_id} went away"))
+                future.set_exception(BotError(f"bot {self.bot_id} (session {self.session_id}) went away"))
         self._requests.clear()
 
     def on_exit(self, exit_code: int | None, signum: int | None) -> None:
@@ -84,15 +91,16 @@ class LocalBot:
         else:
             result = BotExit("crashed", exit_code, None, f"exited with code {exit_code} without reporting")
         self.on_link_closed()
-        if not self.hello.done():
-            self.hello.set_exception(BotStartFailed(f"bot for session {self.session_id} died at start: {result.detail}"))
-            self.hello.exception()  # mark retrieved; launch() reports it
+        for waiter in (self.hello, self.warm_ready):
+            if not waiter.done():
+                waiter.set_exception(BotStartFailed(f"bot {self.bot_id} died at start: {result.detail}"))
+                waiter.exception()  # mark retrieved; launch() reports it
         self._exit.set_result(result)
 
     # -- the BotHandle protocol -------------------------------------------------------------
     async def _request(self, kind: str, timeout: float, **fields: Any) -> dict[str, Any]:
         if self._writer is None or self._writer.is_closing() or self._exit.done():
-            raise BotError(f"bot for session {self.session_id} is not running")
+            raise BotError(f"bot {self.bot_id} (session {self.session_id}) is not running")
         request_id = next(self._ids)
         future = asyncio.get_running_loop().create_future()
         self._requests[request_id] = future
@@ -100,9 +108,16 @@ class LocalBot:
         try:
             return await asyncio.wait_for(future, timeout)
         except asyncio.TimeoutError:
-            raise SignalingTimeout(self.session_id, timeout) from None
+            raise SignalingTimeout(self.session_id or self.bot_id, timeout) from None
         finally:
             self._requests.pop(request_id, None)
+
+    async def assign(self, session_id: str, body: Any, timeout: float) -> None:
+        """Hand a warm bot its session."""
+        self.session_id = session_id
+        reply = await self._request("assign", timeout, session_id=session_id, body=body)
+        if reply["t"] != "assigned":
+            raise BotError(f"bot {self.bot_id} refused session {session_id}: {reply.get('message', '')}")
 
     async def offer(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
         reply = await self._request("offer", timeout, **request)
@@ -129,6 +144,9 @@ class LocalBot:
         except asyncio.TimeoutError:
             self.kill()
             await asyncio.shield(self._exit)
+
+    def memory_mb(self) -> float | None:
+        return pss_mb(self.info.pid) if self.info.pid else None
 
     def kill(self) -> None:
         if self.info.pid:
@@ -260,25 +278,28 @@ class LocalBackend:
             await asyncio.sleep(backoff)
 
     # -- sessions ---------------------------------------------------------------------------
-    async def launch(self, agent: str, session_id: str, body: Any) -> LocalBot:
+    async def launch(self, agent: str, bot_id: str, session_id: str | None = None, body: Any = None) -> LocalBot:
+        """Fork a bot. With a session it starts serving it (cold start); without one it warms
+        up and waits for `assign` (returns once it is warm)."""
         link = self.templates[agent]
         if not link.ready.is_set() or link.writer is None:
             raise NotReady(f"agent {agent}: template is not ready")
-        bot = LocalBot(session_id, agent)
-        self.bots[session_id] = bot
-        self._spawn(self._forget_when_done(bot), f"bot-exit:{session_id}")
-        link.writer.write(wire.encode("fork", session_id=session_id, body=body))
+        bot = LocalBot(bot_id, agent, session_id)
+        self.bots[bot_id] = bot
+        self._spawn(self._forget_when_done(bot), f"bot-exit:{bot_id}")
+        fields = {"bot_id": bot_id} if session_id is None else {"bot_id": bot_id, "session_id": session_id, "body": body}
+        link.writer.write(wire.encode("fork", **fields))
+        waiter = bot.hello if session_id is not None else bot.warm_ready
         try:
-            await asyncio.wait_for(asyncio.shield(bot.hello), self.bot_start_timeout)
+            await asyncio.wait_for(asyncio.shield(waiter), self.bot_start_timeout)
         except asyncio.TimeoutError:
             await bot.stop("start_failed", grace=0)
-            raise BotStartFailed(f"bot for session {session_id} did not report in "
-                                 f"{self.bot_start_timeout:.0f}s") from None
+            raise BotStartFailed(f"bot {bot_id} did not report in {self.bot_start_timeout:.0f}s") from None
         return bot
 
     async def _forget_when_done(self, bot: LocalBot) -> None:
         await bot.wait_exit()
-        self.bots.pop(bot.session_id, None)
+        self.bots.pop(bot.bot_id, None)
 
     async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         bot: LocalBot | None = None
@@ -300,9 +321,9 @@ class LocalBackend:
                 while line := await reader.readline():
                     self._on_template_message(wire.decode(line))
             elif message["t"] == "bot_hello":
-                bot = self.bots.get(message.get("session_id", ""))
+                bot = self.bots.get(message.get("bot_id", ""))
                 if bot is None:
-                    log.warning("bot for unknown session %s connected; ignoring", message.get("session_id"))
+                    log.warning("unknown bot %s connected; ignoring", message.get("bot_id"))
                     return
                 bot.attach(writer, message["pid"])
                 while line := await reader.readline():
@@ -315,11 +336,11 @@ class LocalBackend:
                 link.writer = None
             if bot is not None:
                 bot.on_link_closed()
-                self._spawn(self._confirm_exit(bot), f"confirm-exit:{bot.session_id}")
+                self._spawn(self._confirm_exit(bot), f"confirm-exit:{bot.bot_id}")
             writer.close()
 
     def _on_template_message(self, message: dict[str, Any]) -> None:
-        bot = self.bots.get(message.get("session_id") or "")
+        bot = self.bots.get(message.get("bot_id") or "")
         if bot is None:
             return
         if message["t"] == "forked":
@@ -327,7 +348,8 @@ class LocalBackend:
         elif message["t"] == "exited":
             bot.on_exit(message.get("exit_code"), message.get("signal"))
             code, sig = message.get("exit_code"), message.get("signal")
-            log.info("session %s: bot pid %s exited (code %s, signal %s)", bot.session_id, message["pid"], code, sig)
+            log.info("session %s: bot %s pid %s exited (code %s, signal %s)", bot.session_id, bot.bot_id,
+                     message["pid"], code, sig)
 
     async def _confirm_exit(self, bot: LocalBot) -> None:
         """The bot's link closed. Its template normally reports the exit at once; if the

@@ -47,7 +47,7 @@ class Template:
     def __init__(self, spec: dict[str, Any]) -> None:
         self.spec = spec
         self.agent: str = spec["agent"]
-        self.children: dict[int, str] = {}  # pid -> session_id
+        self.children: dict[int, str] = {}  # pid -> bot_id
         self.sock: socket.socket | None = None
         self.module = None
 
@@ -120,14 +120,14 @@ class Template:
         self.shutdown()
 
     def fork(self, message: dict[str, Any], pipe: tuple[int, int]) -> None:
-        session_id = message["session_id"]
+        bot_id = message["bot_id"]
         pid = os.fork()
         if pid == 0:
-            self.become_bot(session_id, message.get("body"), pipe)
-        self.children[pid] = session_id
-        self.send("forked", session_id=session_id, pid=pid)
+            self.become_bot(bot_id, message.get("session_id"), message.get("body"), pipe)
+        self.children[pid] = bot_id
+        self.send("forked", bot_id=bot_id, pid=pid)
 
-    def become_bot(self, session_id: str, body: Any, pipe: tuple[int, int]) -> None:
+    def become_bot(self, bot_id: str, session_id: str | None, body: Any, pipe: tuple[int, int]) -> None:
         code = 70
         try:
             signal.set_wakeup_fd(-1)
@@ -141,16 +141,18 @@ class Template:
 
             code = run_bot_host(
                 control_socket=self.spec["control_socket"],
+                bot_id=bot_id,
                 session_id=session_id,
                 agent=self.agent,
                 bot=self.module.bot,
+                warmup=getattr(self.module, "warmup", None),
                 body=body,
                 ice_servers=self.spec.get("ice_servers", []),
                 advertised_addresses=self.spec.get("advertised_addresses", []),
                 log_level=self.spec.get("log_level", "INFO"),
             )
         except BaseException:  # noqa: BLE001 - a forked child must never return into the template
-            log.exception("session %s: bot host failed", session_id)
+            log.exception("bot %s (session %s): bot host failed", bot_id, session_id)
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -164,11 +166,11 @@ class Template:
                 return
             if pid == 0:
                 return
-            session_id = self.children.pop(pid, None)
+            bot_id = self.children.pop(pid, None)
             code = os.waitstatus_to_exitcode(status)
             self.send(
                 "exited",
-                session_id=session_id,
+                bot_id=bot_id,
                 pid=pid,
                 exit_code=code if code >= 0 else None,
                 signal=-code if code < 0 else None,

@@ -1,0 +1,65 @@
+"""Warm-pool and queue policy (pure: no I/O, no asyncio).
+
+The pool's size follows the rule Pipecat Cloud users know, made explicit: keep at least
+``min_warm`` warm bots, and ``warm_pct`` percent of the active sessions more, never more than
+``max_bots`` bots (warm + active) for the agent and never beyond what capacity has free.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class WarmPoolPolicy:
+    min_warm: int = 1
+    warm_pct: float = 0.0
+    max_bots: int = 1000
+
+    def target(self, active: int, fits_more: int, warm: int) -> int:
+        """How many warm bots to hold, given the active sessions, how many more bots would fit in
+        free capacity now, and how many warm bots exist (they already hold capacity)."""
+        wanted = max(self.min_warm, math.ceil(active * self.warm_pct / 100))
+        wanted = min(wanted, max(0, self.max_bots - active))
+        return max(0, min(wanted, warm + fits_more))
+
+
+class AdmissionQueue:
+    """A bounded FIFO of waiting sessions with 1-based positions."""
+
+    def __init__(self, max_length: int) -> None:
+        self.max_length = max_length
+        self._waiting: OrderedDict[str, str] = OrderedDict()  # session_id -> agent
+
+    def push(self, session_id: str, agent: str) -> int | None:
+        """Queue the session; its position, or None when the queue is full."""
+        if len(self._waiting) >= self.max_length:
+            return None
+        self._waiting[session_id] = agent
+        return len(self._waiting)
+
+    def position(self, session_id: str) -> int | None:
+        for index, key in enumerate(self._waiting, start=1):
+            if key == session_id:
+                return index
+        return None
+
+    def remove(self, session_id: str) -> bool:
+        return self._waiting.pop(session_id, None) is not None
+
+    def waiting(self) -> list[str]:
+        return list(self._waiting)
+
+    def head(self) -> tuple[str, str] | None:
+        return next(iter(self._waiting.items()), None)
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def by_agent(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for agent in self._waiting.values():
+            counts[agent] = counts.get(agent, 0) + 1
+        return counts
