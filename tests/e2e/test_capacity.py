@@ -1,0 +1,144 @@
+"""Capacity with real bot processes: queueing, 429 at capacity, release on kill -9, memory limit, drain."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from tests.conftest import ROOT, Server, wait_for
+from voxfleet.clients.webrtc_client import WebRTCCaller
+from voxfleet.transports.ice import advertise_addresses
+
+pytestmark = pytest.mark.e2e
+
+TONE_BOT = ROOT / "tests/fixtures/tone_bot.py"
+
+
+def tone_server(tmp_path, **settings) -> Server:
+    lines = [f"{k} = {v!r}".replace("'", '"') for k, v in settings.items()]
+    lines += ["[[agents]]", 'name = "tone"', f'bot = "{TONE_BOT}"', "min_warm = 0"]
+    config = tmp_path / "voxfleet.toml"
+    config.write_text("\n".join(lines) + "\n")
+    return Server(env={"VOXFLEET_CONFIG": str(config)})
+
+
+@pytest.fixture(scope="module")
+def two_slot_server(tmp_path_factory):
+    """Room for exactly two agent-1x bots (1 vCPU), a queue of one."""
+    advertise_addresses(["127.0.0.1"])
+    server = tone_server(tmp_path_factory.mktemp("cap"), capacity_cpu_millis=1000, queue_max=1,
+                         queue_wait_s=20.0, memory_check_s=0.5)
+    yield server
+    server.stop()
+
+
+def capacity(server: Server) -> dict:
+    with server.client() as http:
+        return http.get("/v1/capacity").json()
+
+
+def session(server: Server, session_id: str) -> dict:
+    with server.client() as http:
+        return http.get(f"/v1/sessions/{session_id}").json()
+
+
+def ended(server: Server, session_id: str, timeout: float = 10) -> dict:
+    return wait_for(lambda: (r := session(server, session_id))["state"] == "ended" and r, timeout=timeout)
+
+
+async def test_third_session_queues_fourth_gets_429_and_queue_proceeds(two_slot_server):
+    server = two_slot_server
+    first, second = WebRTCCaller(server.url), WebRTCCaller(server.url)
+    third = WebRTCCaller(server.url)
+    try:
+        for caller in (first, second):
+            await caller.connect()
+            await caller.wait_first_audio(timeout=20)
+        cap = capacity(server)
+        assert cap["free"]["cpu_millis"] == 0 and cap["invariant_ok"]
+        assert cap["agents"]["tone"]["active"] == 2
+
+        with server.client() as http:
+            queued = http.post("/start", json={"transport": "webrtc"}).json()
+            assert queued["queued"] is True and queued["queuePosition"] == 1
+            assert session(server, queued["sessionId"])["queuePosition"] == 1
+            rejected = http.post("/start", json={"transport": "webrtc"})
+            assert rejected.status_code == 429
+            assert rejected.json()["code"] == "AT_CAPACITY"
+            assert "queue is full" in rejected.json()["error"]
+            assert int(rejected.headers["Retry-After"]) >= 1
+            http.delete(f"/v1/sessions/{queued['sessionId']}")  # leave the queue
+            assert ended(server, queued["sessionId"])["endReason"] == "hangup"
+
+        # A caller who queues with the official flow (start, then offer) is held, then served.
+        import asyncio
+
+        connecting = asyncio.create_task(third.connect())
+        await asyncio.sleep(1.0)
+        assert not connecting.done()
+        third_id = third.result.session_id
+        assert session(server, third_id)["state"] == "queued"
+        await first.close()
+        await asyncio.wait_for(connecting, 20)
+        assert await third.wait_first_audio(timeout=20) > 0
+        record = session(server, third_id)
+        assert record["start"] == "cold" and "dequeued" in record["timingsMs"]
+    finally:
+        for caller in (first, second, third):
+            await caller.close()
+    wait_for(lambda: capacity(server)["reservations"] == 0, timeout=10)
+    assert capacity(server)["invariant_ok"]
+
+
+async def test_kill_9_releases_the_reservation(two_slot_server):
+    server = two_slot_server
+    caller = WebRTCCaller(server.url)
+    try:
+        result = await caller.connect()
+        await caller.wait_first_audio(timeout=20)
+        assert capacity(server)["reservations"] == 1
+        os.kill(session(server, result.session_id)["pid"], signal.SIGKILL)
+        assert ended(server, result.session_id)["endReason"] == "crashed"
+    finally:
+        await caller.close()
+    cap = wait_for(lambda: (c := capacity(server))["reservations"] == 0 and c, timeout=5)
+    assert cap["free"] == cap["capacity"] and cap["invariant_ok"]
+
+
+async def test_bot_over_its_memory_limit_is_ended(two_slot_server):
+    server = two_slot_server
+    caller = WebRTCCaller(server.url, body={"hog_mb": 1300})  # agent-1x reserves 1024 MiB
+    try:
+        result = await caller.connect()
+        record = ended(server, result.session_id, timeout=20)
+    finally:
+        await caller.close()
+    assert record["endReason"] == "memory_limit"
+    assert wait_for(lambda: capacity(server)["reservations"] == 0, timeout=5)
+
+
+async def test_sigterm_drains_running_sessions_then_exits(tmp_path):
+    server = tone_server(tmp_path, drain_timeout_s=20.0)
+    caller = WebRTCCaller(server.url)
+    try:
+        result = await caller.connect()
+        await caller.wait_first_audio(timeout=20)
+        server.proc.send_signal(signal.SIGTERM)
+        with server.client() as http:
+            health = wait_for(lambda: (h := http.get("/healthz")).status_code == 503 and h, timeout=5)
+            assert health.json()["checks"]["accepting"] is False
+            refused = http.post("/start", json={})
+            assert refused.status_code == 503 and refused.json()["code"] == "NOT_READY"
+            assert http.get(f"/v1/sessions/{result.session_id}").json()["state"] == "active"
+        assert server.proc.poll() is None  # still serving the live call
+        await caller.close()
+        started = time.monotonic()
+        server.proc.wait(timeout=15)
+        assert time.monotonic() - started < 15
+        assert server.proc.returncode == 0
+    finally:
+        await caller.close()
+        server.stop()
