@@ -67,3 +67,40 @@ def test_website_call_shows_greeting_and_ttfw(assistant_server, question_wav):
         finally:
             (ARTIFACTS / "website-console.log").write_text("\n".join(console))
             browser.close()
+
+
+async def test_website_shows_queue_position_when_all_agents_are_busy(tmp_path, question_wav):
+    """One slot, taken by an aiortc caller: the page says the user is #1, then connects."""
+    import asyncio
+
+    from playwright.async_api import async_playwright, expect
+
+    from tests.e2e.test_capacity import tone_server
+    from voxfleet.clients.webrtc_client import WebRTCCaller
+    from voxfleet.transports.ice import advertise_addresses
+
+    advertise_addresses(["127.0.0.1"])
+    server = tone_server(tmp_path, capacity_cpu_millis=500, queue_max=3, queue_wait_s=30.0)
+    occupant = WebRTCCaller(server.url)
+    try:
+        await occupant.connect()
+        await occupant.wait_first_audio(timeout=20)
+        async with async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                              args=chromium_args(question_wav))
+            page = await browser.new_page(viewport={"width": 1200, "height": 760})
+            try:
+                await page.goto(server.url + "/")
+                await expect(page.locator("#pool")).to_contain_text("1 in calls", timeout=10_000)
+                await page.click("#talk")
+                await expect(page.locator("#state-text")).to_contain_text("you are #1 in line", timeout=10_000)
+                await page.screenshot(path=str(ARTIFACTS / "website-queued.png"))
+                await occupant.close()
+                await expect(page.locator("#state-text")).to_contain_text("Live", timeout=20_000)
+                await expect(page.locator("#ttfw")).to_have_attribute("data-ready", "1", timeout=10_000)
+            finally:
+                await browser.close()
+    finally:
+        await occupant.close()
+        server.stop()
+        await asyncio.sleep(0)

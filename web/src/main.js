@@ -92,6 +92,31 @@ function watchBotAudio(track) {
   }, 20);
 }
 
+// While every bot is busy the server holds our offer; tell the user where they stand.
+async function followQueue(id, position) {
+  setState(`All agents are busy — you are #${position} in line`, "queued");
+  while (client && sessionId === id) {
+    await new Promise((r) => setTimeout(r, 1000));
+    const res = await fetch(`/v1/sessions/${id}`).catch(() => null);
+    if (!res?.ok) return;
+    const s = await res.json();
+    if (s.state !== "queued") {
+      if (s.state !== "ended") setState("An agent is free — connecting…", "connecting");
+      return;
+    }
+    setState(`All agents are busy — you are #${s.queuePosition} in line`, "queued");
+  }
+}
+
+async function showCapacity() {
+  const res = await fetch("/v1/capacity").catch(() => null);
+  if (!res?.ok) return;
+  const c = await res.json();
+  const a = c.agents[ui.agent.value] ?? Object.values(c.agents)[0];
+  if (!a) return;
+  $("pool").textContent = `${a.warm} ready · ${a.active} in calls · ${c.queue.length} waiting`;
+}
+
 async function loadAgents() {
   try {
     const res = await fetch("/v1/agents");
@@ -137,6 +162,7 @@ async function talk() {
         sessionId = started?.sessionId ?? null;
         if (sessionId) ui.session.textContent = sessionId.slice(0, 8);
         ui.session.title = sessionId ?? "";
+        if (started?.queued) followQueue(sessionId, started.queuePosition);
       },
       onUserTranscript,
       onBotOutput,
@@ -160,7 +186,9 @@ async function talk() {
     });
   } catch (e) {
     const detail = e?.message || e?.data?.error || String(e);
-    showError(`Could not start the call: ${detail}`);
+    const busy = /429|AT_CAPACITY|busy/i.test(detail);
+    showError(busy ? "All agents are busy right now. Please try again in a moment."
+                   : `Could not start the call: ${detail}`);
     endCall("Not connected");
   }
 }
@@ -182,5 +210,6 @@ async function endCall(label) {
 }
 
 ui.talk.addEventListener("click", () => (client ? endCall("Call ended") : talk()));
-loadAgents();
+loadAgents().then(showCapacity);
+setInterval(showCapacity, 3000);
 setState("Ready", "idle");
