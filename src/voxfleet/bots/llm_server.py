@@ -17,6 +17,7 @@ import httpx
 
 from voxfleet.bots import models
 from voxfleet.bots.fewshot_llm import CHAT_FORMAT
+from voxfleet.procutil import die_with_parent
 from voxfleet.exceptions import NotReady
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class LocalLLMServer:
                 "--model_alias", self.alias, "--host", "127.0.0.1", "--port", str(self.port),
                 "--n_ctx", str(self.ctx), "--n_threads", str(self.threads), "--verbose", "False",
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                preexec_fn=die_with_parent,
             )
             if await self._wait_healthy():
                 await self._warm_up()

@@ -54,6 +54,8 @@ async def serve(settings: Settings, announce: Callable[[str], None] = print) -> 
         bot_start_timeout=settings.bot_start_timeout_s,
         log_level=settings.log_level,
         env=env,
+        cpu_limits={a.name: profile_named(a.profile).resources.cpu_millis for a in settings.agents},
+        idle_timeout=settings.idle_timeout_s,
     )
     service = build_service(settings, backend)
     app = create_app(settings, service, llm)

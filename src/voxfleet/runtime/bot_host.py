@@ -39,6 +39,7 @@ class BotHost:
         body: Any,
         ice_servers: list[dict[str, Any]],
         log_level: str,
+        idle_timeout: float = 60.0,
     ) -> None:
         from pipecat.transports.smallwebrtc.connection import IceServer
         from pipecat.transports.smallwebrtc.request_handler import (
@@ -51,6 +52,7 @@ class BotHost:
         self.session_id = session_id
         self.warmup = warmup
         self.log_level = log_level
+        self.idle_timeout = idle_timeout
         self.assigned = asyncio.Event()
         if session_id is not None:
             self.assigned.set()
@@ -205,9 +207,29 @@ class BotHost:
         runner_args = SmallWebRTCRunnerArguments(
             webrtc_connection=connection, body=self.body, session_id=self.session_id
         )
+        self.spawn(self.watch_idle(connection))
         self.bot_task = asyncio.create_task(self.bot(runner_args), name=f"bot:{self.session_id}")
         self.bot_task.add_done_callback(self.bot_finished)
         self.send("event", name="bot_started", at=time.time())
+
+    async def watch_idle(self, connection: Any) -> None:
+        """End the session when no packet at all (media, RTCP, data) arrived for `idle_timeout`:
+        the caller vanished without hanging up."""
+        last_count, last_change = -1, time.monotonic()
+        while not self.done.is_set():
+            await asyncio.sleep(min(5.0, self.idle_timeout / 4))
+            try:
+                report = await connection.pc.getStats()
+            except Exception:  # noqa: BLE001 - the connection is closing
+                return
+            count = sum(getattr(s, "packetsReceived", 0) or 0 for s in report.values() if s.type == "transport")
+            now = time.monotonic()
+            if count != last_count:
+                last_count, last_change = count, now
+            elif now - last_change >= self.idle_timeout:
+                log.warning("session %s: no media for %.0fs; ending", self.session_id, now - last_change)
+                self.stop("idle_timeout")
+                return
 
     def bot_finished(self, task: asyncio.Task) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -228,6 +250,7 @@ def run_bot_host(
     ice_servers: list[dict[str, Any]],
     advertised_addresses: list[str],
     log_level: str,
+    idle_timeout: float = 60.0,
 ) -> int:
     """Entry point in a freshly forked child; returns the process exit code."""
     from voxfleet.observability.logs import configure_logging
@@ -245,5 +268,6 @@ def run_bot_host(
         body=body,
         ice_servers=ice_servers,
         log_level=log_level,
+        idle_timeout=idle_timeout,
     )
     return asyncio.run(host.run())

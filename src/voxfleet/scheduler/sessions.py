@@ -27,6 +27,7 @@ END_REASONS = {
     "queue_timeout": "no capacity freed up within the queue's wait bound",
     "max_duration": "the session reached its maximum duration",
     "memory_limit": "the bot used more memory (PSS) than its profile reserves",
+    "idle_timeout": "no packet from the caller for idle_timeout_s",
 }
 
 

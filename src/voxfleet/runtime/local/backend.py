@@ -18,8 +18,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from voxfleet.procutil import die_with_parent
 from voxfleet.exceptions import BotError, BotStartFailed, NotReady, SignalingTimeout
 from voxfleet.runtime import wire
+from voxfleet.runtime.local.cgroups import CpuLimiter
 from voxfleet.runtime.local.node import pss_mb
 from voxfleet.runtime.protocol import BotExit, BotInfo
 
@@ -187,6 +189,8 @@ class LocalBackend:
         log_level: str = "INFO",
         env: dict[str, str] | None = None,
         template_start_timeout: float = 180.0,
+        cpu_limits: dict[str, int] | None = None,
+        idle_timeout: float = 60.0,
     ) -> None:
         self.templates = {name: TemplateLink(name, bot) for name, bot in agents.items()}
         self.socket_path = str(runtime_dir / "control.sock")
@@ -197,6 +201,9 @@ class LocalBackend:
         self.log_level = log_level
         self.env = env or {}
         self.bots: dict[str, LocalBot] = {}
+        self.cpu_limits = cpu_limits or {}
+        self.idle_timeout = idle_timeout
+        self.cpu = CpuLimiter()
         self.server: asyncio.AbstractServer | None = None
         self.tasks: set[asyncio.Task] = set()
         self.closing = False
@@ -221,7 +228,7 @@ class LocalBackend:
 
     def status(self) -> dict[str, Any]:
         return {"backend": "local", "templates": {n: link.status() for n, link in self.templates.items()},
-                "bots": len(self.bots)}
+                "bots": len(self.bots), "cpu_limits": self.cpu.mode}
 
     async def aclose(self) -> None:
         self.closing = True
@@ -259,7 +266,7 @@ class LocalBackend:
         spec = {
             "agent": link.agent, "bot": link.bot, "control_socket": self.socket_path,
             "ice_servers": self.ice_servers, "advertised_addresses": self.advertised_addresses,
-            "log_level": self.log_level,
+            "log_level": self.log_level, "idle_timeout": self.idle_timeout,
         }
         backoff = 0.5
         while not self.closing:
@@ -267,6 +274,7 @@ class LocalBackend:
             link.process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "voxfleet.runtime.local.template", json.dumps(spec),
                 env={**os.environ, **self.env}, stdin=asyncio.subprocess.DEVNULL,
+                preexec_fn=die_with_parent,
             )
             code = await link.process.wait()
             link.ready.clear()
@@ -300,6 +308,7 @@ class LocalBackend:
     async def _forget_when_done(self, bot: LocalBot) -> None:
         await bot.wait_exit()
         self.bots.pop(bot.bot_id, None)
+        self.cpu.forget(bot.bot_id)
 
     async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         bot: LocalBot | None = None
@@ -345,6 +354,8 @@ class LocalBackend:
             return
         if message["t"] == "forked":
             bot.info.pid = message["pid"]
+            if bot.agent in self.cpu_limits:
+                self.cpu.limit(bot.bot_id, bot.info.pid, self.cpu_limits[bot.agent])
         elif message["t"] == "exited":
             bot.on_exit(message.get("exit_code"), message.get("signal"))
             code, sig = message.get("exit_code"), message.get("signal")

@@ -150,6 +150,7 @@ class Template:
                 ice_servers=self.spec.get("ice_servers", []),
                 advertised_addresses=self.spec.get("advertised_addresses", []),
                 log_level=self.spec.get("log_level", "INFO"),
+                idle_timeout=self.spec.get("idle_timeout", 60.0),
             )
         except BaseException:  # noqa: BLE001 - a forked child must never return into the template
             log.exception("bot %s (session %s): bot host failed", bot_id, session_id)
