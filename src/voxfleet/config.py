@@ -119,6 +119,9 @@ class Settings(BaseSettings):
     queue_wait_s: float = Field(default=30.0, gt=0, description="Longest wait in the queue before 429.")
     refill_concurrency: int = Field(default=1, ge=1, description="Warm bots initialised at the same time.")
     max_session_s: float = Field(default=3600.0, gt=0, description="A session is ended after this long.")
+    cpu_shares: bool = Field(
+        default=True, description="Give each bot a CPU share by profile through cgroups where writable."
+    )
     idle_timeout_s: float = Field(
         default=60.0, gt=0, description="A session with no packet from the caller for this long is ended."
     )

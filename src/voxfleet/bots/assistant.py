@@ -94,6 +94,36 @@ class BackgroundWhisperSTTService(WhisperSTTService):
             yield frame
 
 
+class PhraseCachePiperTTSService(PiperTTSService):
+    """Piper with a phrase cache: text synthesised ahead of time (the greeting, once in the
+    template) plays from memory, so the first word of every session needs no synthesis."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._phrases: dict[str, list[bytes]] = {}
+
+    def cache_phrase(self, text: str) -> None:
+        self._phrases[text.strip()] = [c.audio_int16_bytes for c in self._voice.synthesize(text)]
+
+    async def run_tts(self, text: str, context_id: str):
+        chunks = self._phrases.get(text.strip())
+        if chunks is None:
+            async for frame in super().run_tts(text, context_id):
+                yield frame
+            return
+
+        async def replay():
+            for chunk in chunks:
+                yield chunk
+
+        await self.start_tts_usage_metrics(text)
+        async for frame in self._stream_audio_frames_from_iterator(
+            replay(), in_sample_rate=self._voice.config.sample_rate, context_id=context_id
+        ):
+            await self.stop_ttfb_metrics()
+            yield frame
+
+
 def _make_tts():
     if os.environ.get("CARTESIA_API_KEY"):
         from pipecat.services.cartesia.tts import CartesiaTTSService
@@ -104,10 +134,12 @@ def _make_tts():
                 voice=os.environ.get("CARTESIA_VOICE_ID", "71a7ad14-091c-4e8e-a314-022ece01c121")
             ),
         )
-    return PiperTTSService(
+    tts = PhraseCachePiperTTSService(
         download_dir=models.piper_voice_dir(),
         settings=PiperTTSService.Settings(voice=models.PIPER_VOICE),
     )
+    tts.cache_phrase(GREETING)
+    return tts
 
 
 def _make_stt():

@@ -56,6 +56,7 @@ async def serve(settings: Settings, announce: Callable[[str], None] = print) -> 
         env=env,
         cpu_limits={a.name: profile_named(a.profile).resources.cpu_millis for a in settings.agents},
         idle_timeout=settings.idle_timeout_s,
+        cpu_shares=settings.cpu_shares,
     )
     service = build_service(settings, backend)
     app = create_app(settings, service, llm)

@@ -16,8 +16,8 @@ constant rate, ``E[S] = λ · W`` where ``W = (1 - exp(-k · age)) / k`` is the 
 (the decay kernel's mass over the time observed), so ``λ̂ = S / W``. ``S`` is also the
 *effective number of starts* behind the estimate, which gives its Poisson uncertainty: the
 upper bound ``(S + z²/2 + z·sqrt(S + z²/4)) / W`` is the score (Wilson-style) bound of a
-Poisson count. Until one half-life has passed, the window is taken as one half-life with no
-starts in it: a weak "nothing seen yet" prior instead of a division by a tiny window.
+Poisson count. Until the fast half-life (below) has passed, the history is read as that long
+with no starts in it: a weak "nothing seen yet" prior instead of a division by a tiny window.
 
 Two half-lives are kept: a *fast* one (default 60 s) notices a burst within tens of seconds,
 a *slow* one (default 15 min) is a steady level that a few lucky seconds do not move.
@@ -56,16 +56,20 @@ WEEK_S = 7 * DAY_S
 class DecayedCounter:
     """Starts counted with exponential forgetting (half-life ``half_life_s``).
 
-    ``value_at(t)`` is ``Σ exp(-k (t - tᵢ))`` over the starts ``tᵢ`` added so far.
+    ``value_at(t)`` is ``Σ exp(-k (t - tᵢ))`` over the starts ``tᵢ`` added so far. Histories
+    shorter than ``prior_s`` (default: one half-life) are read as ``prior_s`` long.
     """
 
     half_life_s: float
+    prior_s: float | None = None
     _value: float = 0.0
     _at: float | None = None
 
     def __post_init__(self) -> None:
         if not self.half_life_s > 0:
             raise ValueError(f"half_life_s must be > 0 (got {self.half_life_s!r})")
+        if self.prior_s is not None and not self.prior_s > 0:
+            raise ValueError(f"prior_s must be > 0 (got {self.prior_s!r})")
 
     @property
     def decay_per_s(self) -> float:
@@ -87,9 +91,10 @@ class DecayedCounter:
 
     def window_s(self, observed_s: float) -> float:
         """Effective window: the kernel's mass over ``observed_s`` seconds of history (at
-        least one half-life, read as "one half-life seen, nothing in it")."""
+        least ``prior_s``, read as "that long seen, nothing in it")."""
         k = self.decay_per_s
-        return (1.0 - math.exp(-k * max(observed_s, self.half_life_s))) / k
+        floor = self.half_life_s if self.prior_s is None else self.prior_s
+        return (1.0 - math.exp(-k * max(observed_s, floor))) / k
 
     def rate(self, t: float, observed_s: float) -> float:
         return self.value_at(t) / self.window_s(observed_s)
@@ -189,16 +194,19 @@ class ArrivalForecaster:
         max_seasonal_weight: float = 0.75,
         started_at: float | None = None,
     ) -> None:
-        if fast_half_life_s > half_life_s:
-            raise ValueError(
-                f"fast_half_life_s ({fast_half_life_s!r}) must not exceed half_life_s ({half_life_s!r})"
-            )
         if not 0.0 <= max_seasonal_weight <= 1.0:
             raise ValueError(f"max_seasonal_weight must be in [0, 1] (got {max_seasonal_weight!r})")
         if min_seasons < 0:
             raise ValueError(f"min_seasons must be >= 0 (got {min_seasons!r})")
-        self.slow = DecayedCounter(half_life_s)
+        for name, value in (("half_life_s", half_life_s), ("fast_half_life_s", fast_half_life_s)):
+            if not value > 0:
+                raise ValueError(f"{name} must be > 0 (got {value!r})")
+        if fast_half_life_s > half_life_s:
+            raise ValueError(
+                f"fast_half_life_s ({fast_half_life_s!r}) must not exceed half_life_s ({half_life_s!r})"
+            )
         self.fast = DecayedCounter(fast_half_life_s)
+        self.slow = DecayedCounter(half_life_s, prior_s=fast_half_life_s)
         self.profile = SeasonalProfile(season_s, season_bins, phase_s)
         self.min_seasons = min_seasons
         self.max_seasonal_weight = max_seasonal_weight

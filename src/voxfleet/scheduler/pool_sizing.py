@@ -17,7 +17,8 @@ PASTA) finds a warm bot exactly when ``N < S``. So
     S = Q(1 - ε) + 1,           Q = the Poisson(λ · refill_s) quantile, ε = target cold-start probability.
 
 A few numbers: ``λ = 0.05/s`` (3 starts a minute) with a 1 s refill needs ``S = 2`` for 1 %;
-with a 30 s refill it needs ``S = 6``; "one idle per active session" holds ~10 for that load.
+with a 30 s refill it needs ``S = 6``; "one idle per active session" holds ~10 for that load
+when sessions last ~3 minutes.
 
 Two corrections to the ideal:
 

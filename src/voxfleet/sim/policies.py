@@ -42,7 +42,7 @@ class PolicySettings:
     ``refill_concurrency`` None means no limit.
     """
 
-    capacity: int = 40
+    capacity: int = 64
     refill_s: float = 1.0
     refill_concurrency: int | None = 1
     pcc_refill_s: float = 30.0

@@ -88,6 +88,8 @@ class Trace:
             raise ValueError(f"trace {self.name!r}: end {self.end_s} before start {self.start_s}")
         if any(b < a for a, b in zip(self.arrivals, self.arrivals[1:])):
             raise ValueError(f"trace {self.name!r}: arrivals must be in ascending order")
+        if self.arrivals and self.arrivals[0] < self.start_s:
+            raise ValueError(f"trace {self.name!r}: arrival {self.arrivals[0]} before the start {self.start_s}")
 
     @property
     def hours(self) -> float:

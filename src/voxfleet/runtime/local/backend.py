@@ -16,6 +16,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from voxfleet.procutil import die_with_parent
@@ -39,6 +40,7 @@ class LocalBot:
         self.launched_at = time.monotonic()
         self.hello = asyncio.get_running_loop().create_future()
         self.warm_ready = asyncio.get_running_loop().create_future()
+        self.on_assigned: Callable[[], None] = lambda: None
         self._writer: asyncio.StreamWriter | None = None
         self._requests: dict[int, asyncio.Future] = {}
         self._ids = itertools.count(1)
@@ -117,6 +119,7 @@ class LocalBot:
     async def assign(self, session_id: str, body: Any, timeout: float) -> None:
         """Hand a warm bot its session."""
         self.session_id = session_id
+        self.on_assigned()
         reply = await self._request("assign", timeout, session_id=session_id, body=body)
         if reply["t"] != "assigned":
             raise BotError(f"bot {self.bot_id} refused session {session_id}: {reply.get('message', '')}")
@@ -191,6 +194,7 @@ class LocalBackend:
         template_start_timeout: float = 180.0,
         cpu_limits: dict[str, int] | None = None,
         idle_timeout: float = 60.0,
+        cpu_shares: bool = True,
     ) -> None:
         self.templates = {name: TemplateLink(name, bot) for name, bot in agents.items()}
         self.socket_path = str(runtime_dir / "control.sock")
@@ -203,7 +207,7 @@ class LocalBackend:
         self.bots: dict[str, LocalBot] = {}
         self.cpu_limits = cpu_limits or {}
         self.idle_timeout = idle_timeout
-        self.cpu = CpuLimiter()
+        self.cpu = CpuLimiter(enabled=cpu_shares)
         self.server: asyncio.AbstractServer | None = None
         self.tasks: set[asyncio.Task] = set()
         self.closing = False
@@ -293,6 +297,8 @@ class LocalBackend:
         if not link.ready.is_set() or link.writer is None:
             raise NotReady(f"agent {agent}: template is not ready")
         bot = LocalBot(bot_id, agent, session_id)
+        if agent in self.cpu_limits:
+            bot.on_assigned = lambda: self.cpu.set_share(bot_id, self.cpu_limits[agent])
         self.bots[bot_id] = bot
         self._spawn(self._forget_when_done(bot), f"bot-exit:{bot_id}")
         fields = {"bot_id": bot_id} if session_id is None else {"bot_id": bot_id, "session_id": session_id, "body": body}
@@ -355,7 +361,10 @@ class LocalBackend:
         if message["t"] == "forked":
             bot.info.pid = message["pid"]
             if bot.agent in self.cpu_limits:
-                self.cpu.limit(bot.bot_id, bot.info.pid, self.cpu_limits[bot.agent])
+                # A warm bot initialises in the background so it never slows live calls; it gets
+                # its profile's share when it is assigned a session.
+                share = self.cpu_limits[bot.agent] if bot.session_id else 0
+                self.cpu.limit(bot.bot_id, bot.info.pid, share)
         elif message["t"] == "exited":
             bot.on_exit(message.get("exit_code"), message.get("signal"))
             code, sig = message.get("exit_code"), message.get("signal")

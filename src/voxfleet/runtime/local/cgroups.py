@@ -34,9 +34,12 @@ def _own_v2_group() -> Path | None:
 
 
 class CpuLimiter:
-    def __init__(self) -> None:
+    def __init__(self, enabled: bool = True) -> None:
         self.mode = "none"
         self.base: Path | None = None
+        if not enabled:
+            log.info("bot CPU limits: off (by configuration)")
+            return
         candidates = []
         v2 = _own_v2_group()
         if v2 is not None:
@@ -52,22 +55,41 @@ class CpuLimiter:
             except OSError:
                 continue
             self.mode, self.base = mode, base
+            for stale in base.iterdir():  # groups of bots from an earlier run
+                if stale.is_dir():
+                    try:
+                        os.rmdir(stale)
+                    except OSError:
+                        pass
             break
         log.info("bot CPU limits: %s%s", self.mode, f" ({self.base})" if self.base else "")
 
     def limit(self, bot_id: str, pid: int, cpu_millis: int) -> None:
+        """Put `pid` in its own group with the share of `cpu_millis` (0: background, the least
+        share there is, for a warm bot still initialising beside live calls)."""
         if self.base is None:
             return
         group = self.base / bot_id
         try:
             group.mkdir(exist_ok=True)
-            if self.mode == "cgroup2":
-                (group / "cpu.weight").write_text(str(max(1, min(10000, cpu_millis // 10))))
-            else:
-                (group / "cpu.shares").write_text(str(max(2, cpu_millis * 1024 // 1000)))
+            self._set_share(group, cpu_millis)
             (group / "cgroup.procs").write_text(str(pid))
         except OSError as exc:
             log.warning("bot %s: could not apply CPU limit: %s", bot_id, exc)
+
+    def set_share(self, bot_id: str, cpu_millis: int) -> None:
+        if self.base is None:
+            return
+        try:
+            self._set_share(self.base / bot_id, cpu_millis)
+        except OSError as exc:
+            log.warning("bot %s: could not change CPU share: %s", bot_id, exc)
+
+    def _set_share(self, group: Path, cpu_millis: int) -> None:
+        if self.mode == "cgroup2":
+            (group / "cpu.weight").write_text(str(max(1, min(10000, cpu_millis // 10))))
+        else:
+            (group / "cpu.shares").write_text(str(max(2, cpu_millis * 1024 // 1000)))
 
     def forget(self, bot_id: str) -> None:
         if self.base is None:
