@@ -83,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     ttfw.add_argument("--json", action="store_true")
     ttfw.set_defaults(func=cmd_bench)
 
+    from voxfleet.sim.cli import add_simulate_parser
+
+    add_simulate_parser(sub)
+
     args = parser.parse_args(argv)
     try:
         return args.func(args)

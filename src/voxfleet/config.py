@@ -37,6 +37,16 @@ class AgentSpec(BaseModel):
     min_warm: int = Field(default=1, ge=0, description="Warm bots kept ready at all times (capacity allowing).")
     warm_pct: float = Field(default=0.0, ge=0, le=1000, description="Extra warm bots, in % of active sessions.")
     max_bots: int = Field(default=100, ge=1, description="Most bots (warm + active) of this agent.")
+    pool_policy: Literal["predictive", "fixed"] = Field(
+        default="predictive",
+        description=(
+            "predictive: size the warm pool from the forecast arrival rate and measured refill time "
+            "(never below min_warm / warm_pct); fixed: min_warm and warm_pct only."
+        ),
+    )
+    cold_start_target: float = Field(
+        default=0.01, gt=0, lt=1, description="Predictive pool: target probability of a cold start."
+    )
 
     @field_validator("name")
     @classmethod

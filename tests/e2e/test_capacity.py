@@ -19,7 +19,7 @@ TONE_BOT = ROOT / "tests/fixtures/tone_bot.py"
 
 def tone_server(tmp_path, **settings) -> Server:
     lines = [f"{k} = {v!r}".replace("'", '"') for k, v in settings.items()]
-    lines += ["[[agents]]", 'name = "tone"', f'bot = "{TONE_BOT}"', "min_warm = 0"]
+    lines += ["[[agents]]", 'name = "tone"', f'bot = "{TONE_BOT}"', "min_warm = 0", 'pool_policy = "fixed"']
     config = tmp_path / "voxfleet.toml"
     config.write_text("\n".join(lines) + "\n")
     return Server(env={"VOXFLEET_CONFIG": str(config)})

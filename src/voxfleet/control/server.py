@@ -11,12 +11,13 @@ import uvicorn
 
 from voxfleet.bots.assistant_prompts import warm_up_messages
 from voxfleet.bots.llm_server import LocalLLMServer
-from voxfleet.config import BUILTIN_ASSISTANT, Settings
+from voxfleet.config import BUILTIN_ASSISTANT, AgentSpec, Settings
 from voxfleet.control.app import create_app
 from voxfleet.runtime.local import node
 from voxfleet.runtime.local.backend import LocalBackend
 from voxfleet.scheduler.capacity import CapacityLedger, Resources, profile_named
 from voxfleet.scheduler.pool import WarmPoolPolicy
+from voxfleet.scheduler.pool_sizing import PredictiveWarmPoolPolicy
 from voxfleet.scheduler.service import AgentPool, Limits, SessionService
 
 log = logging.getLogger(__name__)
@@ -93,17 +94,20 @@ async def serve(settings: Settings, announce: Callable[[str], None] = print) -> 
 def build_service(settings: Settings, backend: LocalBackend) -> SessionService:
     capacity = Resources(settings.capacity_cpu_millis or node.cpu_millis(),
                          settings.capacity_mem_mb or node.memory_mb(), settings.uplink_kbps)
-    pools = [
-        AgentPool(a.name, profile_named(a.profile, a.kbps),
-                  WarmPoolPolicy(min_warm=a.min_warm, warm_pct=a.warm_pct, max_bots=a.max_bots))
-        for a in settings.agents
-    ]
+    pools = [AgentPool(a.name, profile_named(a.profile, a.kbps), pool_policy(a)) for a in settings.agents]
     limits = Limits(offer_timeout=settings.offer_timeout_s, signaling_timeout=settings.signaling_timeout_s,
                     queue_wait=settings.queue_wait_s, max_session=settings.max_session_s,
                     memory_check=settings.memory_check_s, refill_concurrency=settings.refill_concurrency)
     log.info("capacity: %d mCPU, %d MiB, %d kbps", capacity.cpu_millis, capacity.mem_mb, capacity.kbps)
     return SessionService(backend, pools, CapacityLedger(capacity), limits=limits,
                           queue_max=settings.queue_max, keep_ended=settings.ended_sessions_kept)
+
+
+def pool_policy(agent: AgentSpec) -> WarmPoolPolicy | PredictiveWarmPoolPolicy:
+    if agent.pool_policy == "predictive":
+        return PredictiveWarmPoolPolicy(min_warm=agent.min_warm, warm_pct=agent.warm_pct, max_bots=agent.max_bots,
+                                        cold_start_probability=agent.cold_start_target)
+    return WarmPoolPolicy(min_warm=agent.min_warm, warm_pct=agent.warm_pct, max_bots=agent.max_bots)
 
 
 def install_drain(server: uvicorn.Server, service: SessionService, timeout: float) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,25 +31,52 @@ from voxfleet.exceptions import (
 )
 from voxfleet.runtime.protocol import Backend, BotHandle
 from voxfleet.scheduler.capacity import CapacityLedger, Profile
+from voxfleet.scheduler.forecast import ArrivalForecaster
 from voxfleet.scheduler.pool import AdmissionQueue, WarmPoolPolicy
+from voxfleet.scheduler.pool_sizing import PredictiveWarmPoolPolicy
 from voxfleet.scheduler.sessions import ACTIVE, ENDED, QUEUED, SessionRecord, SessionTable
 
 log = logging.getLogger(__name__)
 
 
+REFILL_EWMA = 0.3  # weight of the newest warm-up in the measured refill time
+
+
 @dataclass
 class AgentPool:
+    """One agent's bots. With a predictive policy the pool is sized from the forecast arrival
+    rate (``forecast.ArrivalForecaster``, fed every session start) and the measured refill time;
+    with a fixed one from ``min_warm``/``warm_pct`` alone."""
+
     name: str
     profile: Profile
-    policy: WarmPoolPolicy
+    policy: WarmPoolPolicy | PredictiveWarmPoolPolicy
+    forecaster: ArrivalForecaster = field(default_factory=ArrivalForecaster)
+    refill_s: float = 1.0
     warm: list[BotHandle] = field(default_factory=list)
     warming: int = 0
     active: int = 0
 
+    def target(self, fits_more: int, refill_concurrency: int, now: float) -> int:
+        have = len(self.warm) + self.warming
+        if isinstance(self.policy, PredictiveWarmPoolPolicy):
+            self.forecaster.begin(now)
+            rate = self.forecaster.rate_upper(now, horizon_s=self.refill_s)
+            return self.policy.target(self.active, fits_more, have, forecast_rate=rate,
+                                      refill_s=self.refill_s, refill_concurrency=refill_concurrency)
+        return self.policy.target(self.active, fits_more=fits_more, warm=have)
+
+    def record_refill(self, seconds: float) -> None:
+        self.refill_s = (1 - REFILL_EWMA) * self.refill_s + REFILL_EWMA * seconds
+
     def status(self) -> dict[str, Any]:
+        now = time.time()
         return {"profile": self.profile.name, "warm": len(self.warm), "warming": self.warming,
-                "active": self.active, "min_warm": self.policy.min_warm, "warm_pct": self.policy.warm_pct,
-                "max_bots": self.policy.max_bots}
+                "active": self.active, "policy": type(self.policy).__name__,
+                "min_warm": self.policy.min_warm, "warm_pct": self.policy.warm_pct,
+                "max_bots": self.policy.max_bots, "refill_s": round(self.refill_s, 3),
+                "forecast_per_min": round(self.forecaster.rate(now) * 60, 3),
+                "warm_pids": [b.info.pid for b in self.warm]}
 
 
 @dataclass(frozen=True)
@@ -85,6 +113,7 @@ class SessionService:
         self.tasks: set[asyncio.Task] = set()
         self.accepting = True
         self._sessions_done = asyncio.Event()
+        self._recheck: asyncio.Task | None = None
 
     # -- queries ----------------------------------------------------------------------------
     def get(self, session_id: str) -> SessionRecord:
@@ -140,6 +169,7 @@ class SessionService:
         if not self.ready():
             raise NotReady("voxfleet is not ready to serve sessions (starting or draining)")
         record = SessionRecord(session_id=str(uuid.uuid4()), agent=agent, transport=transport)
+        self.pools[agent].forecaster.observe(record.created_at)
         self.bots[record.session_id] = asyncio.get_running_loop().create_future()
         if not self._admit(record, body):
             position = self.queue.push(record.session_id, agent)
@@ -308,10 +338,13 @@ class SessionService:
         if not self.accepting or len(self.queue):
             return
         in_flight = sum(p.warming for p in self.pools.values())
+        now = time.time()
         for pool in self.pools.values():
             have = len(pool.warm) + pool.warming
             fits = self.ledger.how_many_fit(pool.profile.resources)
-            target = pool.policy.target(pool.active, fits_more=fits, warm=have)
+            target = pool.target(fits, self.limits.refill_concurrency, now)
+            if target > pool.policy.min_warm:
+                self._recheck_later()  # the forecast decays with time, not only with events
             while have < target and in_flight < self.limits.refill_concurrency:
                 bot_id = uuid.uuid4().hex
                 if not self.ledger.reserve(bot_id, pool.profile.resources):
@@ -325,7 +358,16 @@ class SessionService:
                 have -= 1
                 self._spawn(bot.stop("retired", grace=1.0), f"retire:{bot.bot_id}")
 
+    def _recheck_later(self, delay: float = 5.0) -> None:
+        if self._recheck is None or self._recheck.done():
+            async def recheck() -> None:
+                await asyncio.sleep(delay)
+                self._rebalance()
+
+            self._recheck = self._spawn(recheck(), "pool-recheck")
+
     async def _warm_one(self, pool: AgentPool, bot_id: str) -> None:
+        started = time.monotonic()
         try:
             bot = await self.backend.launch(pool.name, bot_id)
         except Exception as exc:  # noqa: BLE001 - a failed warm-up frees its reservation and is logged
@@ -334,6 +376,7 @@ class SessionService:
             pool.warming -= 1
             return
         pool.warming -= 1
+        pool.record_refill(time.monotonic() - started)
         self._watch_bot(bot)
         if self.accepting:
             pool.warm.append(bot)

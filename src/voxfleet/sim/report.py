@@ -101,7 +101,7 @@ _COLUMNS = (("policy", 12), ("cold %", 8), ("queued %", 10), ("p95 wait s", 12),
             ("vs pcc", 8), ("mean idle", 11), ("peak reserved", 15), ("bots warmed", 13))
 
 
-def format_table(trace: str, runs: dict[str, RunResult]) -> str:
+def format_table(runs: dict[str, RunResult]) -> str:
     """One trace's runs as a fixed-width table."""
     baseline = runs.get(BASELINE)
     header = "".join(name.ljust(width) if i == 0 else name.rjust(width)
@@ -128,7 +128,7 @@ def format_report(comparison: Comparison, settings: PolicySettings, *, seed: int
         blocks.append(
             f"{trace}: {any_run.sessions:,} sessions in {any_run.hours:.1f} h, seed {seed}, node capacity "
             f"{settings.capacity} bots; refill {settings.refill_s:g} s ({concurrency}), pcc_buffer "
-            f"{settings.pcc_refill_s:g} s\n" + format_table(trace, runs))
+            f"{settings.pcc_refill_s:g} s (no limit)\n" + format_table(runs))
     verdicts = goal_verdicts(comparison, settings.target_cold_pct)
     if verdicts:
         blocks.append("\n".join(v.describe() for v in verdicts))
@@ -162,7 +162,8 @@ def plot(comparison: Comparison, path: str) -> None:
         ax.set_title(f"{trace}: demand vs warm pool (warm + warming bots)")
         ax.set_xlabel("hours")
         ax.set_ylabel("bots")
-        ax.set_xlim(hours[0], hours[-1])
+        if hours[-1] > hours[0]:
+            ax.set_xlim(hours[0], hours[-1])
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
