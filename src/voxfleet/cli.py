@@ -52,6 +52,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_start(args: argparse.Namespace) -> int:
+    from voxfleet.clients.bench_start import run_start_bench
+
+    report = asyncio.run(run_start_bench(sessions=args.sessions))
+    print(json.dumps(report, indent=2) if args.json else report["text"])
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="voxfleet", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -82,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     ttfw.add_argument("--question", default="What is the capital of France?")
     ttfw.add_argument("--json", action="store_true")
     ttfw.set_defaults(func=cmd_bench)
+    start = bench_sub.add_parser("start", help="warm vs cold starts, assignment latency, bot PSS, a 10x burst")
+    start.add_argument("-n", "--sessions", type=int, default=20)
+    start.add_argument("--json", action="store_true")
+    start.set_defaults(func=cmd_bench_start)
 
     from voxfleet.sim.cli import add_simulate_parser
 

@@ -6,15 +6,18 @@ import os
 import signal
 import time
 
+from pathlib import Path
+
 import pytest
 
-from tests.conftest import ROOT, Server, wait_for
+from tests.conftest import Server, wait_for
 from voxfleet.clients.webrtc_client import WebRTCCaller
+from voxfleet.bots import tone
 from voxfleet.transports.ice import advertise_addresses
 
 pytestmark = pytest.mark.e2e
 
-TONE_BOT = ROOT / "tests/fixtures/tone_bot.py"
+TONE_BOT = Path(tone.__file__)
 
 
 def tone_server(tmp_path, **settings) -> Server:

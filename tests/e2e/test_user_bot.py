@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from tests.conftest import ROOT, Server, wait_for
+from tests.conftest import Server, wait_for
 from voxfleet.clients.webrtc_client import WebRTCCaller
+from voxfleet.bots import tone
 from voxfleet.transports.ice import advertise_addresses
 
 pytestmark = pytest.mark.e2e
@@ -14,7 +17,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def tone_server():
     advertise_addresses(["127.0.0.1"])
-    server = Server("--bot", str(ROOT / "tests/fixtures/tone_bot.py"), env={"VOXFLEET_OFFER_TIMEOUT_S": "2"})
+    server = Server("--bot", str(Path(tone.__file__)), env={"VOXFLEET_OFFER_TIMEOUT_S": "2"})
     yield server
     server.stop()
 
@@ -28,7 +31,7 @@ def ended(server: Server, session_id: str) -> dict:
 def test_agents_lists_the_user_bot(tone_server):
     with tone_server.client() as http:
         agents = http.get("/v1/agents").json()["agents"]
-    assert [a["name"] for a in agents] == ["tone-bot"]
+    assert [a["name"] for a in agents] == ["tone"]
 
 
 async def test_user_bot_answers_and_hang_up_is_recorded(tone_server):
