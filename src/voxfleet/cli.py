@@ -43,6 +43,31 @@ def cmd_agents(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sessions(args: argparse.Namespace) -> int:
+    import httpx
+
+    if args.action == "show" and not args.session_id:
+        print("voxfleet: sessions show needs a session id", file=sys.stderr)
+        return 2
+    with httpx.Client(base_url=args.url.rstrip("/"), timeout=10) as http:
+        if args.action == "list":
+            reply = http.get("/v1/sessions", params={"limit": args.limit})
+        else:
+            reply = http.get(f"/v1/sessions/{args.session_id}")
+    if reply.status_code != 200:
+        print(f"voxfleet: {reply.json().get('error', reply.text)}", file=sys.stderr)
+        return 1
+    if args.action == "show" or args.json:
+        print(json.dumps(reply.json(), indent=2))
+        return 0
+    print(f"{'session':<38}{'agent':<12}{'state':<9}{'start':<6}{'ttfw ms':>8}{'v2v p50':>9}  end reason")
+    for s in reply.json()["sessions"]:
+        lat = s["latency"]
+        print(f"{s['sessionId']:<38}{s['agent']:<12}{s['state']:<9}{s['start'] or '-':<6}"
+              f"{lat['ttfwMs'] or '-':>8}{lat['v2vP50Ms'] or '-':>9}  {s['endReason'] or ''}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from voxfleet.clients.bench import run_ttfw_bench
 
@@ -80,6 +105,14 @@ def main(argv: list[str] | None = None) -> int:
     agents = sub.add_parser("agents", help="list the configured agents")
     common(agents)
     agents.set_defaults(func=cmd_agents)
+
+    sessions = sub.add_parser("sessions", help="list or show sessions of a running server")
+    sessions.add_argument("action", choices=["list", "show"])
+    sessions.add_argument("session_id", nargs="?")
+    sessions.add_argument("--url", default="http://127.0.0.1:7860", help="the server (default %(default)s)")
+    sessions.add_argument("--limit", type=int, default=50)
+    sessions.add_argument("--json", action="store_true")
+    sessions.set_defaults(func=cmd_sessions)
 
     bench = sub.add_parser("bench", help="benchmarks")
     bench_sub = bench.add_subparsers(dest="bench", required=True)

@@ -69,6 +69,29 @@ def test_website_call_shows_greeting_and_ttfw(assistant_server, question_wav):
             browser.close()
 
 
+def test_dashboard_renders_real_sessions(assistant_server):
+    """After the website call above, the operator dashboard shows it with its latencies."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=chromium_args("/dev/null"))
+        page = browser.new_page(viewport={"width": 1400, "height": 1500})
+        try:
+            page.goto(assistant_server.url + "/dashboard")
+            expect(page.locator("body")).to_have_attribute("data-loaded", "1", timeout=10_000)
+            expect(page.locator("#recent tr[data-id]").first).to_be_visible()
+            expect(page.locator("#capacity")).to_contain_text("holds")
+            expect(page.locator("#pools")).to_contain_text("assistant")
+            expect(page.locator("#ttfw-stats")).to_contain_text("ms")
+            assert page.locator("#ttfw-plot canvas").count() == 1
+            page.locator("#recent tr[data-id] a").first.click()
+            expect(page.locator("#detail-body")).to_contain_text("time to first word", timeout=5_000)
+            expect(page.locator("#detail-body .transcript")).to_contain_text("offline voice assistant")
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+        finally:
+            browser.close()
+
 async def test_website_shows_queue_position_when_all_agents_are_busy(tmp_path, question_wav):
     """One slot, taken by an aiortc caller: the page says the user is #1, then connects."""
     import asyncio

@@ -53,6 +53,20 @@ async def test_spoken_conversation(assistant_server):
     assert record["exitCode"] == 0
     assert {"bot_assigned", "answered", "client_connected"} <= set(record["timingsMs"])
     assert record["start"] in ("warm", "cold") and record["botStartMs"] >= 0
+    # The bot's own view of the call, from its RTVI messages: latencies and transcript.
+    latency = record["latency"]
+    assert latency["ttfwMs"] > 0 and len(latency["turnsV2vMs"]) >= 1 and latency["v2vP50Ms"] > 0
+    assert latency["ttfbP50Ms"], latency
+    roles = [line["role"] for line in record["transcript"]]
+    assert roles[0] == "bot" and "user" in roles and roles.count("bot") >= 2, record["transcript"]
+    assert any("france" in line["text"].lower() for line in record["transcript"] if line["role"] == "user")
+
+    with assistant_server.client() as http:
+        metrics = http.get("/metrics").text
+    assert 'voxfleet_sessions_ended_total{agent="assistant",reason="hangup"}' in metrics
+    assert "voxfleet_voice_to_voice_seconds_count" in metrics
+    assert 'voxfleet_capacity_free{resource="cpu_millis"}' in metrics
+    assert 'voxfleet_warm_bots{agent="assistant"}' in metrics
 
 
 async def test_each_session_gets_a_fresh_process(assistant_server):

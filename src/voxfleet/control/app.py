@@ -6,9 +6,10 @@ import logging
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -150,6 +151,11 @@ def create_app(settings: Settings, service: SessionService, llm: Readiness | Non
         return {"agents": [{"name": a.name, "description": a.description, "default": a.name == default_agent}
                            for a in settings.agents]}
 
+    @app.get("/v1/sessions", tags=["v1"])
+    async def list_sessions(limit: int = Query(default=50, ge=1, le=1000)) -> dict[str, Any]:
+        """Live sessions, then the most recently ended ones."""
+        return {"sessions": [r.to_public() for r in service.table.recent(limit)]}
+
     @app.get("/v1/sessions/{session_id}", tags=["v1"])
     async def get_session(session_id: str) -> dict[str, Any]:
         return service.get(session_id).to_public()
@@ -165,6 +171,10 @@ def create_app(settings: Settings, service: SessionService, llm: Readiness | Non
         warm, warming, active per agent; the queue."""
         return service.capacity()
 
+    @app.get("/metrics", tags=["ops"], include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> JSONResponse:
         checks = {"templates": service.backend.ready(), "accepting": service.accepting,
@@ -178,6 +188,10 @@ def create_app(settings: Settings, service: SessionService, llm: Readiness | Non
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/dashboard", include_in_schema=False)
+    async def dashboard() -> FileResponse:
+        return FileResponse(WEB_DIR / "dashboard.html", headers={"Cache-Control": "no-cache"})
 
     app.mount("/static", StaticFiles(directory=WEB_DIR / "static", check_dir=False), name="static")
 

@@ -200,6 +200,8 @@ class BotHost:
         async def on_closed(_connection: Any) -> None:
             self.client_left = True
 
+        self.observe_rtvi(connection)
+
         @connection.event_handler("connected")
         async def on_connected(_connection: Any) -> None:
             self.send("event", name="client_connected", at=time.time())
@@ -211,6 +213,52 @@ class BotHost:
         self.bot_task = asyncio.create_task(self.bot(runner_args), name=f"bot:{self.session_id}")
         self.bot_task.add_done_callback(self.bot_finished)
         self.send("event", name="bot_started", at=time.time())
+
+    def observe_rtvi(self, connection: Any) -> None:
+        """Report the session's latencies and transcript from the RTVI messages the bot sends its
+        client (Pipecat's PipelineWorker emits them by default), without touching the bot: the
+        connection's send_app_message is wrapped for this one session.
+
+        first_audio: the first bot-started-speaking; turn: VAD end of user speech -> the next
+        bot-started-speaking (voice-to-voice, as the bot sees it); ttfb: each service's
+        time to first byte from RTVI metrics; transcript: final user transcriptions and bot output."""
+        send = connection.send_app_message
+        state = {"user_stopped": None, "first_audio": False, "last_bot_text": None}
+
+        def observed(message: Any) -> Any:
+            try:
+                self.on_rtvi(message, state)
+            except Exception as exc:  # noqa: BLE001 - observing must never break the call
+                log.debug("session %s: RTVI observation failed: %s", self.session_id, exc)
+            return send(message)
+
+        connection.send_app_message = observed
+
+    def on_rtvi(self, message: Any, state: dict[str, Any]) -> None:
+        if not isinstance(message, dict) or message.get("label") != "rtvi-ai":
+            return
+        kind, data, now = message.get("type"), message.get("data") or {}, time.time()
+        if kind in ("vad-user-stopped-speaking", "user-stopped-speaking"):
+            if kind == "vad-user-stopped-speaking" or state["user_stopped"] is None:
+                state["user_stopped"] = now
+        elif kind == "bot-started-speaking":
+            if not state["first_audio"]:
+                state["first_audio"] = True
+                self.send("event", name="first_audio", at=now)
+            elif state["user_stopped"] is not None:
+                self.send("turn", v2v_ms=round((now - state["user_stopped"]) * 1000, 1), at=now)
+            state["user_stopped"] = None
+        elif kind == "user-transcription" and data.get("final") and data.get("text", "").strip():
+            self.send("transcript", role="user", text=data["text"].strip(), at=now)
+        elif kind == "bot-output" and data.get("aggregated_by") != "word" and data.get("text", "").strip():
+            text = data["text"].strip()
+            if text != state["last_bot_text"]:
+                state["last_bot_text"] = text
+                self.send("transcript", role="bot", text=text, at=now)
+        elif kind == "metrics":
+            for item in data.get("ttfb") or []:
+                if isinstance(item, dict) and "value" in item:
+                    self.send("ttfb", processor=str(item.get("processor", "?")), seconds=float(item["value"]))
 
     async def watch_idle(self, connection: Any) -> None:
         """End the session when no packet at all (media, RTCP, data) arrived for `idle_timeout`:

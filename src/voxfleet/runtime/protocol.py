@@ -32,6 +32,9 @@ class BotInfo:
     node: str = "local"
     warmup_ms: float | None = None
     events: dict[str, float] = field(default_factory=dict)  # name -> epoch seconds
+    turns_v2v_ms: list[float] = field(default_factory=list)  # voice-to-voice per turn
+    transcript: list[dict[str, Any]] = field(default_factory=list)  # {role, text, at}
+    ttfb_s: dict[str, list[float]] = field(default_factory=dict)  # service -> TTFB per request
 
 
 class BotHandle(Protocol):

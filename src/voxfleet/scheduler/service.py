@@ -29,6 +29,7 @@ from voxfleet.exceptions import (
     SessionConflict,
     SessionNotFound,
 )
+from voxfleet.observability.metrics import Metrics
 from voxfleet.runtime.protocol import Backend, BotHandle
 from voxfleet.scheduler.capacity import CapacityLedger, Profile
 from voxfleet.scheduler.forecast import ArrivalForecaster
@@ -114,6 +115,8 @@ class SessionService:
         self.accepting = True
         self._sessions_done = asyncio.Event()
         self._recheck: asyncio.Task | None = None
+        self.metrics = Metrics()
+        self.metrics.watch(self.capacity)
 
     # -- queries ----------------------------------------------------------------------------
     def get(self, session_id: str) -> SessionRecord:
@@ -175,6 +178,7 @@ class SessionService:
             position = self.queue.push(record.session_id, agent)
             if position is None:
                 self.bots.pop(record.session_id)
+                self.metrics.rejected.labels(agent).inc()
                 raise AtCapacity(f"all agents are busy and the queue is full ({self.queue.max_length} waiting); "
                                  "try again shortly", retry_after_s=self._retry_after())
             record.state = QUEUED
@@ -266,6 +270,12 @@ class SessionService:
             record.mark("bot_assigned")
             record.bot_start_ms = record.timings_ms["bot_assigned"]
             launched.set_result(bot)
+            start_kind = "warm" if record.warm else "cold"
+            self.metrics.started.labels(record.agent, start_kind).inc()
+            self.metrics.assignment.labels(record.agent, start_kind).observe(record.bot_start_ms / 1000)
+            # the bot's live observations, shown by GET /v1/sessions/{id} while the call runs
+            record.turns_v2v_ms, record.transcript, record.ttfb_s = (
+                bot.info.turns_v2v_ms, bot.info.transcript, bot.info.ttfb_s)
             log.info("session %s: %s start in %.1f ms (bot %s pid %s)", record.session_id,
                      "warm" if record.warm else "cold", record.bot_start_ms, bot.bot_id, bot.info.pid)
             if record.state == ENDED:  # hung up while the bot was starting
@@ -276,8 +286,10 @@ class SessionService:
             for name, at in bot.info.events.items():
                 if at >= record.created_at and name not in record.timings_ms:
                     record.mark(name, at)
+            record.first_audio_at = bot.info.events.get("first_audio")
             if record.end(result.reason, result.detail, result.exit_code, result.signal):
                 log.info("session %s: ended (%s) %s", record.session_id, result.reason, result.detail)
+            self._observe_latency(record)
         except asyncio.CancelledError:
             record.end("shutdown")
             raise
@@ -288,6 +300,14 @@ class SessionService:
             if not self.table.count():
                 self._sessions_done.set()
             self._rebalance()
+
+    def _observe_latency(self, record: SessionRecord) -> None:
+        self.metrics.ended.labels(record.agent, record.end_reason or "unknown").inc()
+        ttfw = record.latency_summary()["ttfwMs"]
+        if ttfw is not None:
+            self.metrics.ttfw.labels(record.agent, "warm" if record.warm else "cold").observe(ttfw / 1000)
+        for v2v in record.turns_v2v_ms:
+            self.metrics.v2v.labels(record.agent).observe(v2v / 1000)
 
     async def _deadlines(self, record: SessionRecord, bot: BotHandle) -> None:
         await asyncio.sleep(self.limits.offer_timeout)

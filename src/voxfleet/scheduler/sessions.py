@@ -47,6 +47,10 @@ class SessionRecord:
     bot_start_ms: float | None = None
     queue_position: int | None = None
     ended_at: float | None = None
+    first_audio_at: float | None = None
+    turns_v2v_ms: list[float] = field(default_factory=list)
+    transcript: list[dict[str, Any]] = field(default_factory=list)
+    ttfb_s: dict[str, list[float]] = field(default_factory=dict)
     timings_ms: dict[str, float] = field(default_factory=dict)
 
     def mark(self, name: str, at: float | None = None) -> None:
@@ -90,6 +94,19 @@ class SessionRecord:
             "botStartMs": self.bot_start_ms,
             "queuePosition": self.queue_position,
             "timingsMs": dict(self.timings_ms),
+            "latency": self.latency_summary(),
+            "transcript": [dict(line) for line in self.transcript],
+        }
+
+    def latency_summary(self) -> dict[str, Any]:
+        """TTFW (start request -> bot starts speaking, bot side), voice-to-voice per turn, and
+        each service's median time to first byte."""
+        turns = sorted(self.turns_v2v_ms)
+        return {
+            "ttfwMs": None if self.first_audio_at is None else round((self.first_audio_at - self.created_at) * 1000, 1),
+            "turnsV2vMs": list(self.turns_v2v_ms),
+            "v2vP50Ms": turns[len(turns) // 2] if turns else None,
+            "ttfbP50Ms": {name: round(sorted(v)[len(v) // 2] * 1000, 1) for name, v in self.ttfb_s.items() if v},
         }
 
 
@@ -112,6 +129,11 @@ class SessionTable:
         self.ended[record.session_id] = record
         while len(self.ended) > self.keep_ended:
             self.ended.popitem(last=False)
+
+    def recent(self, limit: int) -> list[SessionRecord]:
+        """Live sessions first, then the most recently ended."""
+        ended = list(reversed(self.ended.values()))
+        return (list(self.live.values()) + ended)[:limit]
 
     def count(self, state: str | None = None) -> int:
         return sum(1 for r in self.live.values() if state is None or r.state == state)

@@ -70,6 +70,12 @@ class LocalBot:
                 self.warm_ready.set_result(None)
         elif kind == "event":
             self.info.events[message.get("name", "event")] = time.time()
+        elif kind == "turn":
+            self.info.turns_v2v_ms.append(message["v2v_ms"])
+        elif kind == "transcript":
+            self.info.transcript.append({k: message[k] for k in ("role", "text", "at")})
+        elif kind == "ttfb":
+            self.info.ttfb_s.setdefault(message["processor"], []).append(message["seconds"])
         elif kind == "ended":
             self._reported = (message.get("reason", "bot_ended"), message.get("detail", ""))
 
