@@ -20,7 +20,7 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
 # 1. System packages (only what is missing; apt-get update only when something is).
 apt_pkgs=(cmake build-essential nodejs npm)
-(( WITH_TEST )) && apt_pkgs+=(chromium espeak-ng sox fonts-dejavu-core)
+(( WITH_TEST )) && apt_pkgs+=(chromium espeak-ng sox fonts-dejavu-core postgresql)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   case "$p" in

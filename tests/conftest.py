@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -23,12 +24,15 @@ class Server:
     def __init__(self, *args: str, env: dict[str, str] | None = None, ready_timeout: float = 240) -> None:
         ARTIFACTS.mkdir(exist_ok=True)
         self.log_lines: list[str] = []
+        self.data_dir = tempfile.mkdtemp(prefix="voxfleet-test-")
+        self.database_url = f"sqlite:///{self.data_dir}/voxfleet.db"
         self.url = ""
         self._ready = threading.Event()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "voxfleet.cli", "serve", "--port", "0", "--advertise", "127.0.0.1", *args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
-            env={**os.environ, "VOXFLEET_CONFIG": "/nonexistent.toml", **(env or {})},
+            env={**os.environ, "VOXFLEET_CONFIG": "/nonexistent.toml", "VOXFLEET_DATABASE_URL": self.database_url,
+                 **(env or {})},
         )
         threading.Thread(target=self._pump, daemon=True).start()
         if not self._ready.wait(ready_timeout):

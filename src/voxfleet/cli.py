@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -49,7 +50,8 @@ def cmd_sessions(args: argparse.Namespace) -> int:
     if args.action == "show" and not args.session_id:
         print("voxfleet: sessions show needs a session id", file=sys.stderr)
         return 2
-    with httpx.Client(base_url=args.url.rstrip("/"), timeout=10) as http:
+    headers = {"Authorization": f"Bearer {args.key}"} if args.key else {}
+    with httpx.Client(base_url=args.url.rstrip("/"), timeout=10, headers=headers) as http:
         if args.action == "list":
             reply = http.get("/v1/sessions", params={"limit": args.limit})
         else:
@@ -66,6 +68,38 @@ def cmd_sessions(args: argparse.Namespace) -> int:
         print(f"{s['sessionId']:<38}{s['agent']:<12}{s['state']:<9}{s['start'] or '-':<6}"
               f"{lat['ttfwMs'] or '-':>8}{lat['v2vP50Ms'] or '-':>9}  {s['endReason'] or ''}")
     return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from voxfleet.storage.store import Store
+
+    settings = load_settings(log_level=None)
+
+    async def run() -> int:
+        store = Store(settings.database_url)
+        await store.migrate()
+        try:
+            if args.action == "create":
+                key, row = await store.create_key(args.scope, args.name or "")
+                print(f"{key}\n\nThis {row['scope']} key (id {row['id']}) is shown once; it is stored only as a hash.",
+                      file=sys.stdout)
+            elif args.action == "list":
+                for row in await store.list_keys():
+                    state = "revoked" if row["revokedAt"] else "live"
+                    print(f"{row['id']}\t{row['scope']}\t{state}\t{row['name']}")
+            else:
+                if not args.key_id:
+                    print("voxfleet: keys revoke needs a key id (see `voxfleet keys list`)", file=sys.stderr)
+                    return 2
+                if not await store.revoke_key(args.key_id):
+                    print(f"voxfleet: no live key with id {args.key_id!r}", file=sys.stderr)
+                    return 1
+                print(f"revoked {args.key_id}")
+        finally:
+            await store.close()
+        return 0
+
+    return asyncio.run(run())
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -111,8 +145,17 @@ def main(argv: list[str] | None = None) -> int:
     sessions.add_argument("session_id", nargs="?")
     sessions.add_argument("--url", default="http://127.0.0.1:7860", help="the server (default %(default)s)")
     sessions.add_argument("--limit", type=int, default=50)
+    sessions.add_argument("--key", default=os.environ.get("VOXFLEET_API_KEY"),
+                          help="private API key (default: $VOXFLEET_API_KEY)")
     sessions.add_argument("--json", action="store_true")
     sessions.set_defaults(func=cmd_sessions)
+
+    keys = sub.add_parser("keys", help="create, list or revoke API keys")
+    keys.add_argument("action", choices=["create", "list", "revoke"])
+    keys.add_argument("key_id", nargs="?", help="for revoke: the key id shown by `keys list`")
+    keys.add_argument("--scope", choices=["public", "private"], default="private")
+    keys.add_argument("--name", help="a label for the key")
+    keys.set_defaults(func=cmd_keys)
 
     bench = sub.add_parser("bench", help="benchmarks")
     bench_sub = bench.add_subparsers(dest="bench", required=True)

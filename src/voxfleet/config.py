@@ -30,6 +30,7 @@ class AgentSpec(BaseModel):
         description="Path to a bot.py defining `async def bot(runner_args)`, or a dotted module name."
     )
     description: str = Field(default="", description="Shown in GET /v1/agents and on the website.")
+    public: bool = Field(default=True, description="Public API keys may start sessions of this agent.")
     profile: Literal["agent-1x", "agent-2x", "agent-3x"] = Field(
         default="agent-1x", description="Resources each bot reserves: 1x 0.5 vCPU/1 GiB, 2x 1/2, 3x 1.5/3."
     )
@@ -157,6 +158,17 @@ class Settings(BaseSettings):
     model_cache_dir: Path = Field(
         default_factory=lambda: Path.home() / ".cache" / "voxfleet" / "models",
         description="Where model files assembled from packages are kept (the Gemma GGUF).",
+    )
+    database_url: str = Field(
+        default="sqlite:///~/.local/share/voxfleet/voxfleet.db",
+        description="Where sessions, API keys and the webhook outbox live: sqlite:///PATH or postgresql://...",
+    )
+    auth: Literal["auto", "required", "off"] = Field(
+        default="auto",
+        description=(
+            "API keys: required (every API call needs one), off (--dev: nobody is checked), or auto: "
+            "required as soon as one key exists, off (announced loudly) while there is none."
+        ),
     )
     runtime_dir: Path | None = Field(
         default=None, description="Directory for control sockets (default: a fresh temp dir)."

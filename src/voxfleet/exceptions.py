@@ -8,6 +8,8 @@ only place that maps them to HTTP status codes.
     ├── ConfigError                  bad settings / agent definition (at start)
     ├── InvalidRequest               a request field has a bad value            -> 400
     ├── RequestTooLarge              body over the configured limit              -> 413
+    ├── Unauthorized                 no API key, or not a live key of ours       -> 401
+    ├── Forbidden                    the key's scope does not allow this         -> 403
     ├── NotFound
     │   ├── AgentNotFound                                                        -> 404
     │   └── SessionNotFound                                                      -> 404
@@ -69,6 +71,14 @@ class RequestTooLarge(VoxfleetError):
 
     def __str__(self) -> str:
         return f"request body is {self.size} bytes, over the limit of {self.limit} bytes"
+
+
+class Unauthorized(VoxfleetError):
+    code = "UNAUTHORIZED"
+
+
+class Forbidden(VoxfleetError):
+    code = "FORBIDDEN"
 
 
 class NotFound(VoxfleetError):

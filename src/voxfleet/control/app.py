@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -16,8 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from voxfleet import __version__
 from voxfleet.config import Settings
 from voxfleet.control.errors import error_response, install_error_handlers
-from voxfleet.exceptions import RequestTooLarge
+from voxfleet.control.auth import Auth
+from voxfleet.exceptions import RequestTooLarge, SessionNotFound
 from voxfleet.scheduler.service import SessionService
+from voxfleet.storage.store import Store
 from voxfleet.transports.signaling import check_candidates, check_offer_sdp
 
 log = logging.getLogger(__name__)
@@ -74,7 +76,8 @@ class OfferResponse(BaseModel):
     pc_id: str
 
 
-def create_app(settings: Settings, service: SessionService, llm: Readiness | None = None) -> FastAPI:
+def create_app(settings: Settings, service: SessionService, auth: Auth, store: Store,
+               llm: Readiness | None = None) -> FastAPI:
     app = FastAPI(
         title="voxfleet",
         version=__version__,
@@ -109,20 +112,23 @@ def create_app(settings: Settings, service: SessionService, llm: Readiness | Non
     default_agent = settings.agents[0].name
 
     # -- Pipecat runner / Pipecat Cloud compatible routes --------------------------------
-    async def start(request: StartRequest, agent: str) -> StartResponse:
+    private = [Depends(auth.require_private)]
+
+    async def start(request: StartRequest, agent: str, http_request: Request) -> StartResponse:
+        await auth.require_start(http_request, agent)
         record = await service.start_session(agent, request.body or {}, transport=request.transport)
         return StartResponse(sessionId=record.session_id, iceConfig=ice_config,
                              queued=record.queue_position is not None, queuePosition=record.queue_position)
 
     @app.post("/start", response_model=StartResponse, response_model_exclude_none=True, tags=["sessions"])
-    async def start_session(request: StartRequest) -> StartResponse:
+    async def start_session(request: StartRequest, http_request: Request) -> StartResponse:
         """Start a session (Pipecat runner contract); the bot process forks right away."""
-        return await start(request, request.agent or default_agent)
+        return await start(request, request.agent or default_agent, http_request)
 
     @app.post("/v1/public/{agent}/start", response_model=StartResponse, tags=["sessions"])
-    async def start_public(agent: str, request: StartRequest) -> StartResponse:
+    async def start_public(agent: str, request: StartRequest, http_request: Request) -> StartResponse:
         """Start a session of `agent` (Pipecat Cloud route shape)."""
-        return await start(request, agent)
+        return await start(request, agent, http_request)
 
     @app.post("/sessions/{session_id}/api/offer", response_model=OfferResponse, tags=["signaling"])
     @app.post("/v1/public/{agent}/sessions/{session_id}/api/offer", response_model=OfferResponse,
@@ -151,27 +157,42 @@ def create_app(settings: Settings, service: SessionService, llm: Readiness | Non
         return {"agents": [{"name": a.name, "description": a.description, "default": a.name == default_agent}
                            for a in settings.agents]}
 
-    @app.get("/v1/sessions", tags=["v1"])
+    @app.get("/v1/sessions", tags=["v1"], dependencies=private)
     async def list_sessions(limit: int = Query(default=50, ge=1, le=1000)) -> dict[str, Any]:
-        """Live sessions, then the most recently ended ones."""
-        return {"sessions": [r.to_public() for r in service.table.recent(limit)]}
+        """Live sessions, then the most recently ended ones (from the store: across restarts)."""
+        live = [r.to_public() for r in service.table.recent(limit) if r.state != "ended"]
+        seen = {s["sessionId"] for s in live}
+        stored = [s for s in await store.list_sessions(limit) if s["sessionId"] not in seen]
+        recent = {r.session_id: r.to_public() for r in service.table.recent(limit) if r.state == "ended"}
+        return {"sessions": (live + [recent.get(s["sessionId"], s) for s in stored])[:limit]}
 
-    @app.get("/v1/sessions/{session_id}", tags=["v1"])
+    @app.get("/v1/sessions/{session_id}", tags=["v1"], dependencies=private)
     async def get_session(session_id: str) -> dict[str, Any]:
-        return service.get(session_id).to_public()
+        try:
+            return service.get(session_id).to_public()
+        except SessionNotFound:
+            stored = await store.get_session(session_id)
+            if stored is None:
+                raise
+            return stored
 
-    @app.delete("/v1/sessions/{session_id}", tags=["v1"])
+    @app.delete("/v1/sessions/{session_id}", tags=["v1"], dependencies=private)
     async def hang_up(session_id: str) -> dict[str, Any]:
         record = await service.hang_up(session_id)
         return record.to_public()
 
-    @app.get("/v1/capacity", tags=["v1"])
+    @app.get("/v1/capacity", tags=["v1"], dependencies=private)
     async def capacity() -> dict[str, Any]:
         """Capacity, reserved and free per resource (invariant: free + reserved == capacity);
         warm, warming, active per agent; the queue."""
         return service.capacity()
 
-    @app.get("/metrics", tags=["ops"], include_in_schema=False)
+    @app.get("/livez", tags=["ops"])
+    async def livez() -> dict[str, str]:
+        """Liveness: the process answers (for a load balancer or systemd watchdog)."""
+        return {"status": "alive"}
+
+    @app.get("/metrics", tags=["ops"], include_in_schema=False, dependencies=private)
     async def metrics() -> Response:
         return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -181,7 +202,7 @@ def create_app(settings: Settings, service: SessionService, llm: Readiness | Non
                   "llm": llm.ready() if llm is not None else True}
         ok = all(checks.values())
         body = {"status": "ok" if ok else "starting", "checks": checks, "runtime": service.backend.status(),
-                "sessions": {"live": service.table.count()}}
+                "sessions": {"live": service.table.count()}, "auth": await auth.enabled()}
         return JSONResponse(body, status_code=200 if ok else 503)
 
     # -- website ---------------------------------------------------------------------------

@@ -11,6 +11,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from voxfleet.exceptions import (
     AtCapacity,
+    Forbidden,
+    Unauthorized,
     BotError,
     InvalidRequest,
     NotFound,
@@ -25,6 +27,8 @@ log = logging.getLogger(__name__)
 
 STATUS = (
     (InvalidRequest, 400),
+    (Unauthorized, 401),
+    (Forbidden, 403),
     (RequestTooLarge, 413),
     (NotFound, 404),
     (SessionConflict, 409),

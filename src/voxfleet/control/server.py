@@ -13,12 +13,15 @@ from voxfleet.bots.assistant_prompts import warm_up_messages
 from voxfleet.bots.llm_server import LocalLLMServer
 from voxfleet.config import BUILTIN_ASSISTANT, AgentSpec, Settings
 from voxfleet.control.app import create_app
+from voxfleet.control.auth import Auth
+from voxfleet.control.recorder import SessionRecorder
 from voxfleet.runtime.local import node
 from voxfleet.runtime.local.backend import LocalBackend
 from voxfleet.scheduler.capacity import CapacityLedger, Resources, profile_named
 from voxfleet.scheduler.pool import WarmPoolPolicy
 from voxfleet.scheduler.pool_sizing import PredictiveWarmPoolPolicy
 from voxfleet.scheduler.service import AgentPool, Limits, SessionService
+from voxfleet.storage.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +63,17 @@ async def serve(settings: Settings, announce: Callable[[str], None] = print) -> 
         cpu_shares=settings.cpu_shares,
     )
     service = build_service(settings, backend)
-    app = create_app(settings, service, llm)
+    store = Store(settings.database_url)
+    await store.migrate()
+    orphans = await store.end_unfinished("control_restart", "the control plane stopped while the session was live")
+    if orphans:
+        log.warning("%d session(s) left unfinished by the previous run recorded as ended (control_restart)",
+                    len(orphans))
+    recorder = SessionRecorder(store)
+    recorder.start()
+    service.on_change = recorder.record
+    auth = Auth(store, settings.auth, {a.name for a in settings.agents if a.public})
+    app = create_app(settings, service, auth, store, llm)
     server = uvicorn.Server(uvicorn.Config(
         app, host=settings.host, port=settings.port, log_config=None, lifespan="off",
         access_log=False, timeout_graceful_shutdown=5,
@@ -79,12 +92,17 @@ async def serve(settings: Settings, announce: Callable[[str], None] = print) -> 
         await asyncio.gather(*warmups)
         service.start()
         install_drain(server, service, settings.drain_timeout_s)
+        if not await auth.enabled():
+            announce("voxfleet: WARNING: no API key checks (dev mode): anyone who can reach this port can "
+                     "start sessions and read them. Create a key with `voxfleet keys create` to turn them on.")
         announce(f"voxfleet: ready, open {url}")
         await http
     finally:
         server.should_exit = True
         await backend.aclose()  # bots end first, so their sessions record "shutdown"
         await service.aclose()
+        await recorder.aclose()
+        await store.close()
         if llm:
             await llm.aclose()
         if not http.done():

@@ -19,6 +19,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from voxfleet.exceptions import (
@@ -117,6 +118,8 @@ class SessionService:
         self._recheck: asyncio.Task | None = None
         self.metrics = Metrics()
         self.metrics.watch(self.capacity)
+        # Called (synchronously, must not block) whenever a session record changes state.
+        self.on_change: Callable[[SessionRecord], None] = lambda record: None
 
     # -- queries ----------------------------------------------------------------------------
     def get(self, session_id: str) -> SessionRecord:
@@ -187,6 +190,7 @@ class SessionService:
             self._spawn(self._queue_deadline(record), f"queue-deadline:{record.session_id}")
             log.info("session %s: queued at #%d for agent %s", record.session_id, position, agent)
         self.table.add(record)
+        self.on_change(record)
         return record
 
     async def offer(self, session_id: str, request: dict[str, Any]) -> dict[str, Any]:
@@ -196,6 +200,7 @@ class SessionService:
         answer = await bot.offer(request, self.limits.signaling_timeout)
         if record.activate():
             record.mark("answered")
+            self.on_change(record)
         return answer
 
     async def add_ice_candidates(self, session_id: str, pc_id: str, candidates: list[dict[str, Any]]) -> None:
@@ -297,6 +302,7 @@ class SessionService:
             pool.active -= 1
             self.bots.pop(record.session_id, None)
             self.table.retire(record)
+            self.on_change(record)
             if not self.table.count():
                 self._sessions_done.set()
             self._rebalance()
@@ -336,6 +342,7 @@ class SessionService:
         if record is not None:
             record.end(reason, detail)
             self.table.retire(record)
+            self.on_change(record)
         if not self.table.count():
             self._sessions_done.set()
 
