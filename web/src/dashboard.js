@@ -8,6 +8,12 @@ const esc = (s) => String(s ?? "").replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<
 const ms = (v) => (v === null || v === undefined ? "—" : `${Math.round(v)} ms`);
 const BUCKETS = [100, 200, 300, 400, 500, 750, 1000, 1500, 2000, 3000, 5000];
 let plots = {};
+const KEY_STORE = "voxfleet-api-key";
+const authHeaders = () => {
+  const key = localStorage.getItem(KEY_STORE);
+  return key ? { Authorization: `Bearer ${key}` } : {};
+};
+const api = (path) => fetch(path, { headers: authHeaders() });
 
 function histogram(values) {
   const counts = new Array(BUCKETS.length + 1).fill(0);
@@ -104,7 +110,7 @@ async function renderDetail() {
   const id = location.hash.slice(1);
   $("detail").hidden = !id;
   if (!id) return;
-  const res = await fetch(`/v1/sessions/${encodeURIComponent(id)}`);
+  const res = await api(`/v1/sessions/${encodeURIComponent(id)}`);
   const s = await res.json();
   if (!res.ok) { $("detail-body").innerHTML = `<p class="bad">${esc(s.error)}</p>`; return; }
   const timeline = Object.entries(s.timingsMs).sort((a, b) => a[1] - b[1])
@@ -127,7 +133,14 @@ async function renderDetail() {
 
 async function refresh() {
   try {
-    const [cap, sess] = await Promise.all([fetch("/v1/capacity").then((r) => r.json()), fetch("/v1/sessions?limit=200").then((r) => r.json())]);
+    const [capRes, sessRes] = await Promise.all([api("/v1/capacity"), api("/v1/sessions?limit=200")]);
+    if (capRes.status === 401 || capRes.status === 403) {
+      const key = prompt("This dashboard needs a private API key (voxfleet keys create --scope private):");
+      if (key) localStorage.setItem(KEY_STORE, key.trim());
+      $("updated").textContent = "needs a private API key";
+      return;
+    }
+    const [cap, sess] = [await capRes.json(), await sessRes.json()];
     renderCapacity(cap);
     renderSessions(sess.sessions);
     $("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;

@@ -11,6 +11,12 @@ const ui = {
 };
 
 let client = null;
+// With API keys on (healthz says so), the page asks for one once and keeps it in this browser.
+const KEY_STORE = "voxfleet-api-key";
+const authHeaders = () => {
+  const key = localStorage.getItem(KEY_STORE);
+  return key ? { Authorization: `Bearer ${key}` } : {};
+};
 let startedAt = 0;
 let firstWordMs = null;
 let botBubble = null;
@@ -97,7 +103,7 @@ async function followQueue(id, position) {
   setState(`All agents are busy — you are #${position} in line`, "queued");
   while (client && sessionId === id) {
     await new Promise((r) => setTimeout(r, 1000));
-    const res = await fetch(`/v1/sessions/${id}`).catch(() => null);
+    const res = await fetch(`/v1/sessions/${id}`, { headers: authHeaders() }).catch(() => null);
     if (!res?.ok) return;
     const s = await res.json();
     if (s.state !== "queued") {
@@ -109,7 +115,7 @@ async function followQueue(id, position) {
 }
 
 async function showCapacity() {
-  const res = await fetch("/v1/capacity").catch(() => null);
+  const res = await fetch("/v1/capacity", { headers: authHeaders() }).catch(() => null);
   if (!res?.ok) return;
   const c = await res.json();
   const a = c.agents[ui.agent.value] ?? Object.values(c.agents)[0];
@@ -182,13 +188,17 @@ async function talk() {
   try {
     await client.startBotAndConnect({
       endpoint: "/start",
+      headers: new Headers(authHeaders()),
       requestData: { transport: "webrtc", agent: ui.agent.value, body: {} },
     });
   } catch (e) {
     const detail = e?.message || e?.data?.error || String(e);
     const busy = /429|AT_CAPACITY|busy/i.test(detail);
+    const denied = /401|403|UNAUTHORIZED|FORBIDDEN/i.test(detail);
+    if (denied) $("key-row").hidden = false;
     showError(busy ? "All agents are busy right now. Please try again in a moment."
-                   : `Could not start the call: ${detail}`);
+              : denied ? "This server needs an API key: paste a public key below."
+              : `Could not start the call: ${detail}`);
     endCall("Not connected");
   }
 }
@@ -200,7 +210,7 @@ async function endCall(label) {
   client = null;
   if (c) await c.disconnect().catch(() => {});
   // Hang up explicitly too, so the session ends now even if the peer connection lingers.
-  if (sessionId) fetch(`/v1/sessions/${sessionId}`, { method: "DELETE" }).catch(() => {});
+  if (sessionId) fetch(`/v1/sessions/${sessionId}`, { method: "DELETE", headers: authHeaders() }).catch(() => {});
   sessionId = null;
   setState(label, "idle");
   ui.talkLabel.textContent = "Talk";
@@ -210,6 +220,11 @@ async function endCall(label) {
 }
 
 ui.talk.addEventListener("click", () => (client ? endCall("Call ended") : talk()));
+fetch("/healthz").then((r) => r.json()).then((h) => {
+  $("key-row").hidden = !h.auth;
+  $("api-key").value = localStorage.getItem(KEY_STORE) ?? "";
+}).catch(() => {});
+$("api-key").addEventListener("change", (e) => localStorage.setItem(KEY_STORE, e.target.value.trim()));
 loadAgents().then(showCapacity);
 setInterval(showCapacity, 3000);
 setState("Ready", "idle");

@@ -1,0 +1,107 @@
+"""API keys at the edge (auth matrix), and session records that survive a restart."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, Server, wait_for
+from voxfleet.bots import tone
+from voxfleet.clients.webrtc_client import WebRTCCaller
+from voxfleet.transports.ice import advertise_addresses
+
+pytestmark = pytest.mark.e2e
+
+
+def keys_cli(database_url: str, *args: str) -> str:
+    out = subprocess.run([sys.executable, "-m", "voxfleet.cli", "keys", *args], capture_output=True, text=True,
+                         env={**os.environ, "VOXFLEET_DATABASE_URL": database_url,
+                              "VOXFLEET_CONFIG": "/nonexistent.toml"}, cwd=ROOT, check=True)
+    return out.stdout
+
+
+def tone_config(tmp_path: Path, public: bool = True) -> str:
+    config = tmp_path / "voxfleet.toml"
+    config.write_text(f'[[agents]]\nname = "tone"\nbot = "{Path(tone.__file__)}"\nmin_warm = 0\n'
+                      f'pool_policy = "fixed"\npublic = {"true" if public else "false"}\n'
+                      f'[[agents]]\nname = "private-tone"\nbot = "{Path(tone.__file__)}"\nmin_warm = 0\n'
+                      'pool_policy = "fixed"\npublic = false\n')
+    return str(config)
+
+
+@pytest.fixture(scope="module")
+def keyed_server(tmp_path_factory):
+    advertise_addresses(["127.0.0.1"])
+    tmp = tmp_path_factory.mktemp("auth")
+    server = Server(env={"VOXFLEET_CONFIG": tone_config(tmp), "VOXFLEET_AUTH": "required"})
+    public = keys_cli(server.database_url, "create", "--scope", "public", "--name", "web").split()[0]
+    private = keys_cli(server.database_url, "create", "--scope", "private").split()[0]
+    yield server, public, private
+    server.stop()
+
+
+def test_auth_matrix(keyed_server):
+    server, public, private = keyed_server
+    bearer = lambda key: {"Authorization": f"Bearer {key}"}  # noqa: E731
+    with server.client() as http:
+        # no key / bad key / wrong scheme
+        reply = http.post("/start", json={"agent": "tone"})
+        assert reply.status_code == 401 and reply.json()["code"] == "UNAUTHORIZED"
+        assert "Authorization: missing" in reply.json()["error"]
+        assert http.post("/start", json={}, headers=bearer("vf_pub_nope_nope")).status_code == 401
+        assert "expected 'Bearer" in http.get("/v1/capacity", headers={"Authorization": "Basic x"}).json()["error"]
+        # public key: may start public agents only, may not administer
+        started = http.post("/start", json={"agent": "tone"}, headers=bearer(public))
+        assert started.status_code == 200
+        denied = http.post("/start", json={"agent": "private-tone"}, headers=bearer(public))
+        assert denied.status_code == 403 and "not public" in denied.json()["error"]
+        for method, path in (("GET", "/v1/sessions"), ("GET", "/v1/capacity"), ("GET", "/metrics"),
+                             ("DELETE", f"/v1/sessions/{started.json()['sessionId']}")):
+            reply = http.request(method, path, headers=bearer(public))
+            assert reply.status_code == 403 and reply.json()["code"] == "FORBIDDEN", (method, path)
+        # private key: everything
+        assert http.post("/v1/public/private-tone/start", json={}, headers=bearer(private)).status_code == 200
+        assert http.get("/v1/sessions", headers=bearer(private)).status_code == 200
+        assert http.delete(f"/v1/sessions/{started.json()['sessionId']}", headers=bearer(private)).status_code == 200
+        # open routes
+        for path in ("/healthz", "/livez", "/v1/agents", "/", "/dashboard"):
+            assert http.get(path).status_code == 200, path
+        # a revoked key stops working
+        key_id = private.split("_")[2]
+        keys_cli(server.database_url, "revoke", key_id)
+        assert http.get("/v1/capacity", headers=bearer(private)).status_code == 401
+
+
+async def test_session_records_survive_a_restart(tmp_path):
+    advertise_addresses(["127.0.0.1"])
+    config = tone_config(tmp_path)
+    first = Server(env={"VOXFLEET_CONFIG": config})
+    caller = WebRTCCaller(first.url, agent="tone")
+    try:
+        result = await caller.connect()
+        await caller.wait_first_audio(timeout=20)
+        finished = WebRTCCaller(first.url, agent="tone")
+        done = await finished.connect()
+        await finished.wait_first_audio(timeout=20)
+        await finished.close()
+        with first.client() as http:
+            wait_for(lambda: http.get(f"/v1/sessions/{done.session_id}").json()["state"] == "ended", timeout=10)
+        first.proc.kill()  # the control plane dies with a call live
+        first.proc.wait()
+    finally:
+        await caller.close()
+    second = Server(env={"VOXFLEET_CONFIG": config, "VOXFLEET_DATABASE_URL": first.database_url})
+    try:
+        with second.client() as http:
+            kept = http.get(f"/v1/sessions/{done.session_id}").json()
+            assert kept["state"] == "ended" and kept["endReason"] == "hangup" and kept["start"] == "cold"
+            cut = http.get(f"/v1/sessions/{result.session_id}").json()
+            assert cut["state"] == "ended" and cut["endReason"] == "control_restart"
+            listed = {s["sessionId"] for s in http.get("/v1/sessions").json()["sessions"]}
+            assert {done.session_id, result.session_id} <= listed
+    finally:
+        second.stop()
