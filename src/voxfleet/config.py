@@ -31,6 +31,19 @@ class AgentSpec(BaseModel):
     )
     description: str = Field(default="", description="Shown in GET /v1/agents and on the website.")
     public: bool = Field(default=True, description="Public API keys may start sessions of this agent.")
+    webhook_url: str | None = Field(
+        default=None, description="Where session.started / session.ended / session.failed are POSTed."
+    )
+    webhook_secret: str | None = Field(
+        default=None, repr=False, description="Standard Webhooks signing secret (whsec_<base64>)."
+    )
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url_is_http(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"webhook_url must be an http(s) URL (got {value!r})")
+        return value
     profile: Literal["agent-1x", "agent-2x", "agent-3x"] = Field(
         default="agent-1x", description="Resources each bot reserves: 1x 0.5 vCPU/1 GiB, 2x 1/2, 3x 1.5/3."
     )

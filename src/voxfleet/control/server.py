@@ -15,6 +15,9 @@ from voxfleet.config import BUILTIN_ASSISTANT, AgentSpec, Settings
 from voxfleet.control.app import create_app
 from voxfleet.control.auth import Auth
 from voxfleet.control.recorder import SessionRecorder
+from voxfleet.scheduler.sessions import SessionRecord
+from voxfleet.webhooks.dispatcher import WebhookDispatcher
+from voxfleet.webhooks.events import event_for
 from voxfleet.runtime.local import node
 from voxfleet.runtime.local.backend import LocalBackend
 from voxfleet.scheduler.capacity import CapacityLedger, Resources, profile_named
@@ -71,7 +74,11 @@ async def serve(settings: Settings, announce: Callable[[str], None] = print) -> 
                     len(orphans))
     recorder = SessionRecorder(store)
     recorder.start()
-    service.on_change = recorder.record
+    dispatcher = WebhookDispatcher(
+        store, {a.webhook_url: a.webhook_secret or "" for a in settings.agents if a.webhook_url},
+        on_result=lambda ok: service.metrics.webhooks.labels("delivered" if ok else "failed").inc())
+    dispatcher.start()
+    service.on_change = lifecycle_hook(settings, recorder, dispatcher)
     auth = Auth(store, settings.auth, {a.name for a in settings.agents if a.public})
     app = create_app(settings, service, auth, store, llm)
     server = uvicorn.Server(uvicorn.Config(
@@ -102,11 +109,34 @@ async def serve(settings: Settings, announce: Callable[[str], None] = print) -> 
         await backend.aclose()  # bots end first, so their sessions record "shutdown"
         await service.aclose()
         await recorder.aclose()
+        await dispatcher.aclose()
         await store.close()
         if llm:
             await llm.aclose()
         if not http.done():
             await http
+
+
+def lifecycle_hook(settings: Settings, recorder: SessionRecorder, dispatcher: WebhookDispatcher):
+    """Every session change is stored; those that are lifecycle events also go to the agent's webhook."""
+    urls = {a.name: a.webhook_url for a in settings.agents if a.webhook_url}
+    started_sent: set[str] = set()
+
+    def on_change(record: SessionRecord) -> None:
+        recorder.record(record)
+        url = urls.get(record.agent)
+        if url is None:
+            return
+        event = event_for(record.to_public(), record.session_id in started_sent)
+        if event is not None:
+            kind, payload = event
+            if kind == "session.started":
+                started_sent.add(record.session_id)
+            else:
+                started_sent.discard(record.session_id)
+            dispatcher.enqueue(kind, url, payload)
+
+    return on_change
 
 
 def build_service(settings: Settings, backend: LocalBackend) -> SessionService:

@@ -28,6 +28,8 @@ class Metrics:
                               buckets=LATENCY_BUCKETS, registry=r)
         self.v2v = Histogram("voxfleet_voice_to_voice_seconds", "End of user speech (VAD) -> bot speaks, per turn",
                              ["agent"], buckets=LATENCY_BUCKETS, registry=r)
+        self.webhooks = Counter("voxfleet_webhook_deliveries", "Webhook delivery attempts", ["result"],
+                                registry=r)
         self.assignment = Histogram("voxfleet_bot_assignment_seconds", "Start request -> a bot owns the session",
                                     ["agent", "start"], buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2),
                                     registry=r)

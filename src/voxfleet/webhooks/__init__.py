@@ -1,0 +1,1 @@
+"""Outbound lifecycle webhooks: signed the Standard Webhooks way, delivered from a persisted outbox."""

@@ -1,0 +1,31 @@
+"""Which lifecycle webhook a session change produces, and its payload (pure)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+FAILED_REASONS = {"start_failed", "bot_error", "crashed", "memory_limit", "control_restart"}
+
+
+def event_for(session: dict[str, Any], started_sent: bool) -> tuple[str, dict[str, Any]] | None:
+    """``session.started`` once the bot answered the caller; at the end ``session.failed`` when
+    the bot failed the caller (couldn't start, raised, crashed, over memory, lost in a restart),
+    else ``session.ended``. `session` is the public session record."""
+    if session["state"] == "active" and not started_sent:
+        return "session.started", {k: session[k] for k in ("sessionId", "agent", "transport", "createdAt",
+                                                           "start", "botStartMs")}
+    if session["state"] != "ended":
+        return None
+    latency = session.get("latency") or {}
+    payload = {
+        "sessionId": session["sessionId"], "agent": session["agent"], "transport": session["transport"],
+        "createdAt": session["createdAt"], "endedAt": session["endedAt"],
+        "durationS": round((session["endedAt"] or session["createdAt"]) - session["createdAt"], 3),
+        "endReason": session["endReason"], "endDetail": session.get("endDetail"),
+        "start": session.get("start"), "botStartMs": session.get("botStartMs"),
+        "ttfwMs": latency.get("ttfwMs"), "turnsV2vMs": latency.get("turnsV2vMs", []),
+        "v2vP50Ms": latency.get("v2vP50Ms"), "ttfbP50Ms": latency.get("ttfbP50Ms", {}),
+        "transcript": session.get("transcript", []),
+    }
+    kind = "session.failed" if session["endReason"] in FAILED_REASONS else "session.ended"
+    return kind, payload
