@@ -152,6 +152,11 @@ class Settings(BaseSettings):
     memory_check_s: float = Field(
         default=1.0, gt=0, description="How often bots' memory (PSS) is sampled against their profile."
     )
+    resume_window_s: float = Field(
+        default=15.0, ge=0,
+        description="After a restart, how long bots still in calls have to rejoin before their sessions "
+                    "are recorded as ended (control_restart).",
+    )
     drain_timeout_s: float = Field(
         default=30.0, ge=0, description="On SIGTERM, how long running sessions may finish before exit."
     )
@@ -218,8 +223,11 @@ class Settings(BaseSettings):
         return next((a for a in self.agents if a.name == name), None)
 
     def ensure_runtime_dir(self) -> Path:
+        """A fixed directory per port, so bots in calls can rejoin a restarted control plane on
+        the same socket; a fresh temporary one for port 0."""
         if self.runtime_dir is None:
-            self.runtime_dir = Path(tempfile.mkdtemp(prefix="voxfleet-"))
+            self.runtime_dir = (Path.home() / ".cache" / "voxfleet" / f"run-{self.port}" if self.port
+                                else Path(tempfile.mkdtemp(prefix="voxfleet-")))
         self.runtime_dir.mkdir(parents=True, exist_ok=True)
         return self.runtime_dir
 

@@ -94,14 +94,50 @@ async def test_session_records_survive_a_restart(tmp_path):
         first.proc.wait()
     finally:
         await caller.close()
-    second = Server(env={"VOXFLEET_CONFIG": config, "VOXFLEET_DATABASE_URL": first.database_url})
+    # a new runtime directory: the orphaned bot cannot rejoin, so its session is recorded as cut
+    second = Server(env={"VOXFLEET_CONFIG": config, "VOXFLEET_DATABASE_URL": first.database_url,
+                         "VOXFLEET_RESUME_WINDOW_S": "1"})
     try:
         with second.client() as http:
             kept = http.get(f"/v1/sessions/{done.session_id}").json()
             assert kept["state"] == "ended" and kept["endReason"] == "hangup" and kept["start"] == "cold"
-            cut = http.get(f"/v1/sessions/{result.session_id}").json()
-            assert cut["state"] == "ended" and cut["endReason"] == "control_restart"
+            cut = wait_for(lambda: (r := http.get(f"/v1/sessions/{result.session_id}").json())["state"] == "ended"
+                           and r, timeout=10)
+            assert cut["endReason"] == "control_restart"
             listed = {s["sessionId"] for s in http.get("/v1/sessions").json()["sessions"]}
             assert {done.session_id, result.session_id} <= listed
     finally:
         second.stop()
+
+
+async def test_live_call_survives_a_control_plane_restart(tmp_path):
+    """kill -9 of the control plane mid-call: the bot keeps the call (media is direct), rejoins the
+    next control plane on the same socket, and that one can still manage and end it."""
+    advertise_addresses(["127.0.0.1"])
+    env = {"VOXFLEET_CONFIG": tone_config(tmp_path), "VOXFLEET_RUNTIME_DIR": str(tmp_path / "run")}
+    first = Server(env=env)
+    caller = WebRTCCaller(first.url, agent="tone")
+    try:
+        result = await caller.connect()
+        await caller.wait_first_audio(timeout=20)
+        first.proc.kill()
+        first.proc.wait()
+        second = Server(env={**env, "VOXFLEET_DATABASE_URL": first.database_url})
+        try:
+            with second.client() as http:
+                record = wait_for(lambda: (r := http.get(f"/v1/sessions/{result.session_id}").json())
+                                  .get("timingsMs", {}).get("resumed") and r, timeout=15)
+                assert record["state"] == "active" and record["pid"]
+                assert caller.pc.connectionState == "connected"
+                capacity = http.get("/v1/capacity").json()
+                assert capacity["agents"]["tone"]["active"] == 1 and capacity["reservations"] == 1
+                http.delete(f"/v1/sessions/{result.session_id}")
+                ended = wait_for(lambda: (r := http.get(f"/v1/sessions/{result.session_id}").json())["state"]
+                                 == "ended" and r, timeout=10)
+                assert ended["endReason"] == "hangup"
+                capacity = wait_for(lambda: (c := http.get("/v1/capacity").json())["reservations"] == 0 and c, 10)
+                assert capacity["invariant_ok"]
+        finally:
+            second.stop()
+    finally:
+        await caller.close()

@@ -68,10 +68,7 @@ async def serve(settings: Settings, announce: Callable[[str], None] = print) -> 
     service = build_service(settings, backend)
     store = Store(settings.database_url)
     await store.migrate()
-    orphans = await store.end_unfinished("control_restart", "the control plane stopped while the session was live")
-    if orphans:
-        log.warning("%d session(s) left unfinished by the previous run recorded as ended (control_restart)",
-                    len(orphans))
+    resumable = {s["sessionId"]: s for s in await store.unfinished_sessions()}
     recorder = SessionRecorder(store)
     recorder.start()
     dispatcher = WebhookDispatcher(
@@ -86,6 +83,7 @@ async def serve(settings: Settings, announce: Callable[[str], None] = print) -> 
         access_log=False, timeout_graceful_shutdown=5,
     ))
     http = asyncio.create_task(server.serve(), name="http")
+    resume_window: asyncio.Task | None = None
     try:
         while not server.started:
             if http.done():
@@ -95,9 +93,20 @@ async def serve(settings: Settings, announce: Callable[[str], None] = print) -> 
         port = server.servers[0].sockets[0].getsockname()[1]
         url = public_url(settings.host, port)
         announce(f"voxfleet: starting on {url} (healthz answers 503 until ready)")
+        resumed: set[str] = set()
+        all_back = asyncio.Event()
+
+        def on_resumed(bot) -> None:
+            adopt(service, resumable, resumed, bot)
+            if len(resumed) == len(resumable):
+                all_back.set()
+
+        backend.on_resumed = on_resumed
         warmups = [backend.start()] + ([llm.start()] if llm else [])
         await asyncio.gather(*warmups)
-        service.start()
+        resume_window = asyncio.create_task(
+            close_resume_window(service, store, resumable, resumed, all_back, settings.resume_window_s),
+            name="resume-window")
         install_drain(server, service, settings.drain_timeout_s)
         if not await auth.enabled():
             announce("voxfleet: WARNING: no API key checks (dev mode): anyone who can reach this port can "
@@ -106,6 +115,8 @@ async def serve(settings: Settings, announce: Callable[[str], None] = print) -> 
         await http
     finally:
         server.should_exit = True
+        if resume_window is not None:
+            resume_window.cancel()
         await backend.aclose()  # bots end first, so their sessions record "shutdown"
         await service.aclose()
         await recorder.aclose()
@@ -115,6 +126,36 @@ async def serve(settings: Settings, announce: Callable[[str], None] = print) -> 
             await llm.aclose()
         if not http.done():
             await http
+
+
+def adopt(service: SessionService, resumable: dict[str, dict], resumed: set[str], bot) -> None:
+    """A bot still in a call from before the restart rejoined: take its session over."""
+    stored = resumable.get(bot.session_id or "")
+    if stored is None or bot.session_id in resumed:
+        log.warning("bot pid %s rejoined for unknown session %s; stopping it", bot.info.pid, bot.session_id)
+        bot.kill()
+        return
+    resumed.add(bot.session_id)
+    service.adopt(SessionRecord.from_public(stored), bot)
+    log.info("session %s: resumed after the restart", bot.session_id)
+
+
+async def close_resume_window(service: SessionService, store: Store, resumable: dict[str, dict],
+                              resumed: set[str], all_back: asyncio.Event, window_s: float) -> None:
+    """Give bots in calls `window_s` to rejoin; then record the others as ended and start
+    filling warm pools (after the resumed sessions' reservations)."""
+    if resumable:
+        log.info("%d session(s) were live before the restart; waiting up to %.0fs for their bots",
+                 len(resumable), window_s)
+        try:
+            await asyncio.wait_for(all_back.wait(), window_s)
+        except asyncio.TimeoutError:
+            pass
+        lost = await store.end_unfinished("control_restart", "the bot did not rejoin after a restart of the "
+                                          "control plane", keep=resumed)
+        if lost:
+            log.warning("%d session(s) did not survive the restart (control_restart)", len(lost))
+    service.start()
 
 
 def lifecycle_hook(settings: Settings, recorder: SessionRecorder, dispatcher: WebhookDispatcher):

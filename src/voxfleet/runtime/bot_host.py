@@ -40,6 +40,7 @@ class BotHost:
         ice_servers: list[dict[str, Any]],
         log_level: str,
         idle_timeout: float = 60.0,
+        reconnect_s: float = 15.0,
     ) -> None:
         from pipecat.transports.smallwebrtc.connection import IceServer
         from pipecat.transports.smallwebrtc.request_handler import (
@@ -69,8 +70,14 @@ class BotHost:
         self.stop_requested: str | None = None
         self.done = asyncio.Event()
         self.tasks: set[asyncio.Task] = set()
+        self.observations: list[tuple[str, dict[str, Any]]] = []  # replayed to a new control plane
+        self.reconnect_s = reconnect_s
+
+    REPLAYED = ("event", "turn", "transcript", "ttfb")
 
     def send(self, kind: str, **fields: Any) -> None:
+        if kind in self.REPLAYED:
+            self.observations.append((kind, fields))
         if self.writer is not None and not self.writer.is_closing():
             self.writer.write(wire.encode(kind, **fields))
 
@@ -128,6 +135,38 @@ class BotHost:
         return 0, "hangup" if self.client_left else "bot_ended", ""
 
     async def read_control(self, reader: asyncio.StreamReader) -> None:
+        while True:
+            await self._read_until_closed(reader)
+            if self.done.is_set():
+                return
+            reader = await self._reconnect()
+            if reader is None:
+                log.warning("session %s: control plane went away; ending the session", self.session_id)
+                self.stop("control_lost")
+                return
+
+    async def _reconnect(self) -> asyncio.StreamReader | None:
+        """The control plane restarted (or died): media goes on directly, so keep the call and
+        offer it to the next control plane on the same socket for `reconnect_s` seconds."""
+        if self.session_id is None:
+            return None  # a warm bot is simply replaced
+        log.warning("session %s: control link lost; trying to resume for %.0fs", self.session_id, self.reconnect_s)
+        deadline = time.monotonic() + self.reconnect_s
+        while time.monotonic() < deadline and not self.done.is_set():
+            await asyncio.sleep(0.5)
+            try:
+                reader, self.writer = await asyncio.open_unix_connection(self.control_socket, limit=wire.MAX_LINE)
+            except OSError:
+                continue
+            self.writer.write(wire.encode("bot_resume", bot_id=self.bot_id, session_id=self.session_id,
+                                          agent=self.agent, pid=os.getpid(), at=time.time()))
+            for kind, fields in self.observations:
+                self.writer.write(wire.encode(kind, **fields))
+            log.info("session %s: resumed with a new control plane", self.session_id)
+            return reader
+        return None
+
+    async def _read_until_closed(self, reader: asyncio.StreamReader) -> None:
         try:
             while line := await reader.readline():
                 message = wire.decode(line)
@@ -142,9 +181,6 @@ class BotHost:
                     self.stop(message.get("reason", "hangup"))
         except (ConnectionError, wire.WireError) as exc:
             log.warning("session %s: control link failed: %s", self.session_id, exc)
-        if not self.done.is_set():
-            log.warning("session %s: control plane went away; ending the session", self.session_id)
-            self.stop("control_lost")
 
     def spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -299,6 +335,7 @@ def run_bot_host(
     advertised_addresses: list[str],
     log_level: str,
     idle_timeout: float = 60.0,
+    reconnect_s: float = 15.0,
 ) -> int:
     """Entry point in a freshly forked child; returns the process exit code."""
     from voxfleet.observability.logs import configure_logging
@@ -317,5 +354,6 @@ def run_bot_host(
         ice_servers=ice_servers,
         log_level=log_level,
         idle_timeout=idle_timeout,
+        reconnect_s=reconnect_s,
     )
     return asyncio.run(host.run())

@@ -278,34 +278,61 @@ class SessionService:
             start_kind = "warm" if record.warm else "cold"
             self.metrics.started.labels(record.agent, start_kind).inc()
             self.metrics.assignment.labels(record.agent, start_kind).observe(record.bot_start_ms / 1000)
-            # the bot's live observations, shown by GET /v1/sessions/{id} while the call runs
-            record.turns_v2v_ms, record.transcript, record.ttfb_s = (
-                bot.info.turns_v2v_ms, bot.info.transcript, bot.info.ttfb_s)
             log.info("session %s: %s start in %.1f ms (bot %s pid %s)", record.session_id,
                      "warm" if record.warm else "cold", record.bot_start_ms, bot.bot_id, bot.info.pid)
             if record.state == ENDED:  # hung up while the bot was starting
                 await bot.stop(record.end_reason or "hangup")
-            deadline = self._spawn(self._deadlines(record, bot), f"deadlines:{record.session_id}")
-            result = await bot.wait_exit()
-            deadline.cancel()
-            for name, at in bot.info.events.items():
-                if at >= record.created_at and name not in record.timings_ms:
-                    record.mark(name, at)
-            record.first_audio_at = bot.info.events.get("first_audio")
-            if record.end(result.reason, result.detail, result.exit_code, result.signal):
-                log.info("session %s: ended (%s) %s", record.session_id, result.reason, result.detail)
-            self._observe_latency(record)
-        except asyncio.CancelledError:
-            record.end("shutdown")
-            raise
+            await self._run_bot(record, bot)
         finally:
-            pool.active -= 1
-            self.bots.pop(record.session_id, None)
-            self.table.retire(record)
-            self.on_change(record)
-            if not self.table.count():
-                self._sessions_done.set()
-            self._rebalance()
+            self._finish(record, pool)
+
+    def _finish(self, record: SessionRecord, pool: AgentPool) -> None:
+        record.end("shutdown")  # a no-op unless the task was cancelled before the bot ended
+        pool.active -= 1
+        self.bots.pop(record.session_id, None)
+        self.table.retire(record)
+        self.on_change(record)
+        if not self.table.count():
+            self._sessions_done.set()
+        self._rebalance()
+
+    def adopt(self, record: SessionRecord, bot: BotHandle) -> None:
+        """Take over a session whose bot outlived a restart of the control plane."""
+        pool = self.pools[bot.agent]
+        if not self.ledger.reserve(bot.bot_id, pool.profile.resources):
+            log.warning("session %s: resumed over capacity (its reservation predates this run)", record.session_id)
+        pool.active += 1
+        record.mark("resumed")
+        self.table.add(record)
+        launched = asyncio.get_running_loop().create_future()
+        launched.set_result(bot)
+        self.bots[record.session_id] = launched
+        self._watch_bot(bot)
+        self.on_change(record)
+
+        async def serve() -> None:
+            try:
+                await self._run_bot(record, bot)
+            finally:
+                self._finish(record, pool)
+
+        self._spawn(serve(), f"session:{record.session_id}")
+
+    async def _run_bot(self, record: SessionRecord, bot: BotHandle) -> None:
+        """From the moment a bot owns the session until it is gone."""
+        # the bot's live observations, shown by GET /v1/sessions/{id} while the call runs
+        record.turns_v2v_ms, record.transcript, record.ttfb_s = (
+            bot.info.turns_v2v_ms, bot.info.transcript, bot.info.ttfb_s)
+        deadline = self._spawn(self._deadlines(record, bot), f"deadlines:{record.session_id}")
+        result = await bot.wait_exit()
+        deadline.cancel()
+        for name, at in bot.info.events.items():
+            if at >= record.created_at and name not in record.timings_ms:
+                record.mark(name, at)
+        record.first_audio_at = bot.info.events.get("first_audio")
+        if record.end(result.reason, result.detail, result.exit_code, result.signal):
+            log.info("session %s: ended (%s) %s", record.session_id, result.reason, result.detail)
+        self._observe_latency(record)
 
     def _observe_latency(self, record: SessionRecord) -> None:
         self.metrics.ended.labels(record.agent, record.end_reason or "unknown").inc()

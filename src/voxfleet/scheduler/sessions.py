@@ -98,6 +98,16 @@ class SessionRecord:
             "transcript": [dict(line) for line in self.transcript],
         }
 
+    @classmethod
+    def from_public(cls, data: dict[str, Any]) -> "SessionRecord":
+        """Rebuild a live record from its stored public form (a session resumed after a restart)."""
+        record = cls(session_id=data["sessionId"], agent=data["agent"], transport=data["transport"],
+                     created_at=data["createdAt"], state=data["state"], pid=data.get("pid"),
+                     bot_start_ms=data.get("botStartMs"))
+        record.warm = None if data.get("start") is None else data["start"] == "warm"
+        record.timings_ms = dict(data.get("timingsMs") or {})
+        return record
+
     def latency_summary(self) -> dict[str, Any]:
         """TTFW (start request -> bot starts speaking, bot side), voice-to-voice per turn, and
         each service's median time to first byte."""

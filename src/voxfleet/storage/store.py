@@ -106,11 +106,17 @@ class Store:
         async with self.sessions() as db:
             return [_public(row) for row in (await db.execute(query)).scalars().all()]
 
-    async def end_unfinished(self, reason: str, detail: str) -> list[str]:
-        """Mark sessions a previous run left unfinished as ended; their ids."""
+    async def unfinished_sessions(self) -> list[dict[str, Any]]:
+        async with self.sessions() as db:
+            rows = (await db.execute(select(SessionRow).where(SessionRow.state != "ended"))).scalars().all()
+        return [_public(row) for row in rows]
+
+    async def end_unfinished(self, reason: str, detail: str, keep: set[str] = frozenset()) -> list[str]:
+        """Mark sessions a previous run left unfinished (but those in `keep`) as ended; their ids."""
         now = time.time()
         async with self.sessions.begin() as db:
             rows = (await db.execute(select(SessionRow).where(SessionRow.state != "ended"))).scalars().all()
+            rows = [row for row in rows if row.id not in keep]
             for row in rows:
                 row.state, row.end_reason, row.end_detail, row.ended_at = "ended", reason, detail, now
         return [row.id for row in rows]

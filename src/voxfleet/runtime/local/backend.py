@@ -201,6 +201,7 @@ class LocalBackend:
         cpu_limits: dict[str, int] | None = None,
         idle_timeout: float = 60.0,
         cpu_shares: bool = True,
+        reconnect_s: float = 15.0,
     ) -> None:
         self.templates = {name: TemplateLink(name, bot) for name, bot in agents.items()}
         self.socket_path = str(runtime_dir / "control.sock")
@@ -213,7 +214,9 @@ class LocalBackend:
         self.bots: dict[str, LocalBot] = {}
         self.cpu_limits = cpu_limits or {}
         self.idle_timeout = idle_timeout
+        self.reconnect_s = reconnect_s
         self.cpu = CpuLimiter(enabled=cpu_shares)
+        self.on_resumed: Callable[[LocalBot], None] = lambda bot: bot.kill()  # replaced by the service
         self.server: asyncio.AbstractServer | None = None
         self.tasks: set[asyncio.Task] = set()
         self.closing = False
@@ -276,7 +279,7 @@ class LocalBackend:
         spec = {
             "agent": link.agent, "bot": link.bot, "control_socket": self.socket_path,
             "ice_servers": self.ice_servers, "advertised_addresses": self.advertised_addresses,
-            "log_level": self.log_level, "idle_timeout": self.idle_timeout,
+            "log_level": self.log_level, "idle_timeout": self.idle_timeout, "reconnect_s": self.reconnect_s,
         }
         backoff = 0.5
         while not self.closing:
@@ -341,6 +344,15 @@ class LocalBackend:
                 log.info("agent %s: template pid %s ready", link.agent, message.get("pid"))
                 while line := await reader.readline():
                     self._on_template_message(wire.decode(line))
+            elif message["t"] == "bot_resume":
+                bot = LocalBot(message["bot_id"], message["agent"], message["session_id"])
+                bot.attach(writer, message["pid"])
+                self.bots[bot.bot_id] = bot
+                self._spawn(self._forget_when_done(bot), f"bot-exit:{bot.bot_id}")
+                log.info("session %s: bot pid %s rejoined", bot.session_id, bot.info.pid)
+                self.on_resumed(bot)
+                while line := await reader.readline():
+                    bot.on_message(wire.decode(line))
             elif message["t"] == "bot_hello":
                 bot = self.bots.get(message.get("bot_id", ""))
                 if bot is None:

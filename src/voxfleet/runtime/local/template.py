@@ -151,6 +151,7 @@ class Template:
                 advertised_addresses=self.spec.get("advertised_addresses", []),
                 log_level=self.spec.get("log_level", "INFO"),
                 idle_timeout=self.spec.get("idle_timeout", 60.0),
+                reconnect_s=self.spec.get("reconnect_s", 15.0),
             )
         except BaseException:  # noqa: BLE001 - a forked child must never return into the template
             log.exception("bot %s (session %s): bot host failed", bot_id, session_id)
@@ -178,26 +179,11 @@ class Template:
             )
 
     def shutdown(self) -> None:
-        for pid in list(self.children):
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + 3
-        while self.children and time.monotonic() < deadline:
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid:
-                self.children.pop(pid, None)
-            else:
-                time.sleep(0.05)
-        for pid in self.children:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        """Leave the children running: a bot in a call survives its template (and a restart of
+        the control plane, which it rejoins on the control socket); an idle or orphaned bot ends
+        itself when it finds no control plane."""
+        if self.children:
+            log.info("agent %s: template exits; %d bot(s) carry on", self.agent, len(self.children))
 
 
 def main() -> None:
