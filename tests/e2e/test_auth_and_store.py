@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -90,6 +91,7 @@ async def test_session_records_survive_a_restart(tmp_path):
         await finished.close()
         with first.client() as http:
             wait_for(lambda: http.get(f"/v1/sessions/{done.session_id}").json()["state"] == "ended", timeout=10)
+        time.sleep(0.5)  # records reach the store in the background, milliseconds after each change
         first.proc.kill()  # the control plane dies with a call live
         first.proc.wait()
     finally:
