@@ -13,6 +13,7 @@ from voxfleet.exceptions import (
     AtCapacity,
     BotError,
     InvalidRequest,
+    MediaPortsExhausted,
     NotFound,
     NotReady,
     RequestTooLarge,
@@ -32,6 +33,7 @@ STATUS = (
     (AtCapacity, 429),
     (SignalingTimeout, 504),
     (BotError, 502),
+    (MediaPortsExhausted, 503),
 )
 
 
