@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from voxfleet import __version__
 from voxfleet.config import Settings
+from voxfleet.control.deployment import ops_router, session_ice_servers
 from voxfleet.control.errors import error_response, install_error_handlers
 from voxfleet.exceptions import RequestTooLarge
 from voxfleet.scheduler.service import SessionService
@@ -104,13 +105,13 @@ def create_app(settings: Settings, service: SessionService, llm: Readiness | Non
                 return error_response(413, str(exc), exc.code)
         return await call_next(request)
 
-    ice_config = {"iceServers": [s.model_dump(exclude_none=True) for s in settings.ice_servers]}
+    ice = session_ice_servers(settings)  # TURN credentials minted per session; never the secret
     default_agent = settings.agents[0].name
 
     # -- Pipecat runner / Pipecat Cloud compatible routes --------------------------------
     async def start(request: StartRequest, agent: str) -> StartResponse:
         record = await service.start_session(agent, request.body or {}, transport=request.transport)
-        return StartResponse(sessionId=record.session_id, iceConfig=ice_config,
+        return StartResponse(sessionId=record.session_id, iceConfig={"iceServers": ice.for_session(record.session_id)},
                              queued=record.queue_position is not None, queuePosition=record.queue_position)
 
     @app.post("/start", response_model=StartResponse, response_model_exclude_none=True, tags=["sessions"])
@@ -173,6 +174,8 @@ def create_app(settings: Settings, service: SessionService, llm: Readiness | Non
         body = {"status": "ok" if ok else "starting", "checks": checks, "runtime": service.backend.status(),
                 "sessions": {"live": service.table.count()}}
         return JSONResponse(body, status_code=200 if ok else 503)
+
+    app.include_router(ops_router())  # /livez
 
     # -- website ---------------------------------------------------------------------------
     @app.get("/", include_in_schema=False)

@@ -10,9 +10,12 @@ from collections.abc import Callable
 import uvicorn
 
 from voxfleet.bots.assistant_prompts import warm_up_messages
+from voxfleet import systemd
 from voxfleet.bots.llm_server import LocalLLMServer
 from voxfleet.config import BUILTIN_ASSISTANT, AgentSpec, Settings
 from voxfleet.control.app import create_app
+from voxfleet.control.deployment import check_turn_servers, session_ice_servers, uvicorn_options
+from voxfleet.observability.logs import resolve_log_format
 from voxfleet.runtime.local import node
 from voxfleet.runtime.local.backend import LocalBackend
 from voxfleet.scheduler.capacity import CapacityLedger, Resources, profile_named
@@ -23,11 +26,11 @@ from voxfleet.scheduler.service import AgentPool, Limits, SessionService
 log = logging.getLogger(__name__)
 
 
-def public_url(host: str, port: int) -> str:
+def public_url(host: str, port: int, scheme: str = "http") -> str:
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     if ":" in shown:
         shown = f"[{shown}]"
-    return f"http://{shown}:{port}/"
+    return f"{scheme}://{shown}:{port}/"
 
 
 async def serve(settings: Settings, announce: Callable[[str], None] = print) -> None:
@@ -47,10 +50,11 @@ async def serve(settings: Settings, announce: Callable[[str], None] = print) -> 
         env = {"OPENAI_BASE_URL": settings.llm.base_url, "OPENAI_API_KEY": settings.llm.api_key,
                "OPENAI_MODEL": settings.llm.model}
 
+    ice = session_ice_servers(settings)
     backend = LocalBackend(
         {a.name: a.bot for a in settings.agents},
         runtime_dir=runtime_dir,
-        ice_servers=[s.model_dump(exclude_none=True) for s in settings.ice_servers],
+        ice_servers=ice.for_session,
         advertised_addresses=settings.advertised_addresses,
         bot_start_timeout=settings.bot_start_timeout_s,
         log_level=settings.log_level,
@@ -58,12 +62,14 @@ async def serve(settings: Settings, announce: Callable[[str], None] = print) -> 
         cpu_limits={a.name: profile_named(a.profile).resources.cpu_millis for a in settings.agents},
         idle_timeout=settings.idle_timeout_s,
         cpu_shares=settings.cpu_shares,
+        media_ports=settings.media_port_range,
+        log_format=resolve_log_format(settings.log_format),
     )
     service = build_service(settings, backend)
     app = create_app(settings, service, llm)
     server = uvicorn.Server(uvicorn.Config(
         app, host=settings.host, port=settings.port, log_config=None, lifespan="off",
-        access_log=False, timeout_graceful_shutdown=5,
+        access_log=False, timeout_graceful_shutdown=5, **uvicorn_options(settings),
     ))
     http = asyncio.create_task(server.serve(), name="http")
     try:
@@ -73,13 +79,14 @@ async def serve(settings: Settings, announce: Callable[[str], None] = print) -> 
                 return
             await asyncio.sleep(0.02)
         port = server.servers[0].sockets[0].getsockname()[1]
-        url = public_url(settings.host, port)
+        url = public_url(settings.host, port, "https" if settings.https else "http")
         announce(f"voxfleet: starting on {url} (healthz answers 503 until ready)")
-        warmups = [backend.start()] + ([llm.start()] if llm else [])
+        warmups = [backend.start(), check_turn_servers(ice)] + ([llm.start()] if llm else [])
         await asyncio.gather(*warmups)
         service.start()
         install_drain(server, service, settings.drain_timeout_s)
         announce(f"voxfleet: ready, open {url}")
+        systemd.notify("READY=1")
         await http
     finally:
         server.should_exit = True
