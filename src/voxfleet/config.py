@@ -134,7 +134,8 @@ class Settings(BaseSettings):
         default_factory=list,
         description=(
             "IP addresses a bot offers as ICE host candidates. Empty: every interface address plus "
-            "127.0.0.1 (loopback calls from this machine work, and so do LAN ones)."
+            "127.0.0.1 (loopback calls from this machine work, and so do LAN ones). Behind 1:1 NAT: "
+            "'PUBLIC/LOCAL' binds LOCAL and offers PUBLIC (coturn's external-ip syntax)."
         ),
     )
     # -- deployment: TLS, reverse proxy, TURN, media ports, logs (docs/deploy.md) ------------
@@ -238,6 +239,15 @@ class Settings(BaseSettings):
             return None
         first, last = parse_port_range(value)
         return f"{first}-{last}"
+
+    @field_validator("advertised_addresses")
+    @classmethod
+    def _advertised_addresses_parse(cls, value: list[str]) -> list[str]:
+        from voxfleet.transports.ice import parse_advertised
+
+        for entry in value:
+            parse_advertised(entry)
+        return value
 
     @field_validator("forwarded_allow_ips")
     @classmethod

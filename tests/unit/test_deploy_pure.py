@@ -219,3 +219,35 @@ def test_unit_env_file_and_notify(tmp_path, monkeypatch):
     monkeypatch.delenv("NOTIFY_SOCKET")
     assert systemd.notify("READY=1") is False
     assert Path(address).exists()
+
+
+# -- 1:1 NAT -----------------------------------------------------------------------------------------------
+def test_nat_entries_parse_and_bad_ones_are_named(monkeypatch):
+    from voxfleet.transports.ice import parse_advertised, validate_addresses
+
+    assert parse_advertised("203.0.113.7/10.0.0.5") == ("203.0.113.7", "10.0.0.5")
+    assert validate_addresses(["203.0.113.7/10.0.0.5", "::1"]) == ["10.0.0.5", "::1"]
+    with pytest.raises(ValueError, match=r"'203.0.113.7/fe80::1' maps IPv4 onto IPv6"):
+        parse_advertised("203.0.113.7/fe80::1")
+    assert "advertised_addresses: 'public/10.0.0.5' is not an IP address" in _config_error(
+        monkeypatch, advertised_addresses='["public/10.0.0.5"]')
+
+
+async def test_nat_mapping_offers_the_public_address_on_a_locally_bound_socket():
+    from aiortc import RTCPeerConnection
+
+    from voxfleet.transports.ice import advertise_addresses
+
+    advertise_addresses(["127.0.0.3/127.0.0.1"])  # "public" 127.0.0.3 mapped onto 127.0.0.1
+    pc = RTCPeerConnection()
+    try:
+        pc.addTransceiver("audio")
+        await pc.setLocalDescription(await pc.createOffer())
+        candidates = [line for line in pc.localDescription.sdp.splitlines() if line.startswith("a=candidate")]
+        assert candidates and all(" 127.0.0.3 " in line and "typ host" in line for line in candidates)
+        assert "c=IN IP4 127.0.0.3" in pc.localDescription.sdp
+        connection = pc.getTransceivers()[0].sender.transport.transport._connection  # aioice, for the socket
+        assert {p.transport.get_extra_info("sockname")[0] for p in connection._protocols} == {"127.0.0.1"}
+    finally:
+        await pc.close()
+        advertise_addresses(["127.0.0.1"])
