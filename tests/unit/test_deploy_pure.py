@@ -184,15 +184,19 @@ def test_journald_lines_carry_priority_and_no_timestamp(monkeypatch):
 
     out = io.StringIO()
     monkeypatch.setattr(sys, "stdout", out)
+    from loguru import logger
+
     configure_logging("INFO", process="control", log_format="journald")
     try:
         logging.getLogger("voxfleet.test").warning("session %s: no media", "s1")
         logging.getLogger("voxfleet.test").info("ready")
+        logger.error("pipecat says <b>{x}</b>")  # Pipecat logs through loguru
     finally:
         configure_logging("INFO", process="control", log_format="text")
     assert out.getvalue().splitlines() == [
         "<4>[control] WARNING voxfleet.test: session s1: no media",
         "<6>[control] INFO voxfleet.test: ready",
+        f"<3>[control] ERROR {__name__}: pipecat says <b>{{x}}</b>",
     ]
 
 

@@ -81,7 +81,7 @@ def configure_logging(level: str = "INFO", process: str = "control", log_format:
         logger.add(
             sys.stdout,
             level=level.upper(),
-            format=lambda record: "<" + str(_LOGURU_PRIORITY.get(record["level"].name, 6)) + ">["
+            format=lambda record: "\\<" + str(_LOGURU_PRIORITY.get(record["level"].name, 6)) + ">["
             + process + "] {level} {name}: {message}\n{exception}",
             colorize=False,
         )
