@@ -67,11 +67,14 @@ def cmd_service(args: argparse.Namespace) -> int:
 
     from voxfleet import systemd
 
-    config = Path(args.config).resolve()
-    os.environ["VOXFLEET_CONFIG"] = str(config)  # validate the settings the service will read
+    config, env_file = Path(args.config).resolve(), Path(args.env_file).resolve()
+    # Validate the settings the service will read: its config file, plus its secrets file if any.
+    for name, value in systemd.read_env_file(env_file).items():
+        os.environ.setdefault(name, value)
+    os.environ["VOXFLEET_CONFIG"] = str(config)
     settings = load_settings()
-    options = systemd.UnitOptions(name=args.name, user=args.user, config=config,
-                                  env_file=Path(args.env_file).resolve(), drain_timeout_s=settings.drain_timeout_s)
+    options = systemd.UnitOptions(name=args.name, user=args.user, config=config, env_file=env_file,
+                                  drain_timeout_s=settings.drain_timeout_s)
     if args.service_command == "unit":
         print(systemd.render_unit(options), end="")
         return 0

@@ -100,6 +100,20 @@ def render_env_file(environ: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def read_env_file(path: Path) -> dict[str, str]:
+    """VARIABLE=value lines of an existing environment file (comments and blanks skipped)."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return {}
+    values = {}
+    for line in text.splitlines():
+        name, sep, value = line.strip().partition("=")
+        if sep and name and not name.startswith("#"):
+            values[name.strip()] = value.strip().strip('"').strip("'")
+    return values
+
+
 def check_user(user: str) -> None:
     try:
         pwd.getpwnam(user)

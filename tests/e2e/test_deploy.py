@@ -352,8 +352,10 @@ def test_service_install_writes_a_valid_unit_and_a_private_env_file(tmp_path):
     assert "s3cret-value" not in unit
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
     assert "VOXFLEET_TURN_SECRET=s3cret-value" in env_file.read_text()
-    # Installing again keeps the secrets file.
+    # Installing again keeps the secrets file, and validates with it: TURN needs the secret.
     env_file.write_text("VOXFLEET_TURN_SECRET=edited\n")
+    config.write_text(config.read_text().replace("drain_timeout_s = 20",
+                                                 'drain_timeout_s = 20\n[[ice_servers]]\nurls = ["turn:127.0.0.1"]'))
     again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert again.returncode == 0 and "kept" in again.stdout
     assert env_file.read_text() == "VOXFLEET_TURN_SECRET=edited\n"
