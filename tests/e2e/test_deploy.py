@@ -319,7 +319,8 @@ async def test_https_website_gets_the_microphone_and_connects(tmp_path):
 
 # -- bad deployment settings -----------------------------------------------------------------------
 @pytest.mark.parametrize("env, message", [
-    ({"VOXFLEET_MEDIA_PORTS": "40000-30000"}, "media_ports: '40000-30000': the first port 40000 is above the last 30000"),
+    ({"VOXFLEET_MEDIA_PORTS": "40000-30000"},
+     "media_ports: '40000-30000': the first port 40000 is above the last 30000"),
     ({"VOXFLEET_MEDIA_PORTS": "40000"}, "media_ports: '40000' is not a port range"),
     ({"VOXFLEET_SSL_CERTFILE": "/nonexistent/cert.pem", "VOXFLEET_SSL_KEYFILE": "/nonexistent/key.pem"},
      "ssl_certfile: no such file '/nonexistent/cert.pem'"),

@@ -60,7 +60,7 @@ async def check_turn_servers(ice: SessionIceServers, timeout: float = 5.0) -> li
             log.error("%s; relayed calls through it will fail", result)
             failures.append(result)
         elif isinstance(result, BaseException):
-            raise result
+            log.error("TURN server %s:%d: check failed unexpectedly", url.host, url.port, exc_info=result)
         else:
             log.info("TURN server %s:%d (%s): allocation ok, relayed address %s:%d",
                      url.host, url.port, url.transport, *result)
