@@ -243,7 +243,7 @@ class Settings(BaseSettings):
     @field_validator("advertised_addresses")
     @classmethod
     def _advertised_addresses_parse(cls, value: list[str]) -> list[str]:
-        from voxfleet.transports.ice import parse_advertised
+        from voxfleet.transports.addresses import parse_advertised
 
         for entry in value:
             parse_advertised(entry)

@@ -227,7 +227,7 @@ def test_unit_env_file_and_notify(tmp_path, monkeypatch):
 
 # -- 1:1 NAT -----------------------------------------------------------------------------------------------
 def test_nat_entries_parse_and_bad_ones_are_named(monkeypatch):
-    from voxfleet.transports.ice import parse_advertised, validate_addresses
+    from voxfleet.transports.addresses import parse_advertised, validate_addresses
 
     assert parse_advertised("203.0.113.7/10.0.0.5") == ("203.0.113.7", "10.0.0.5")
     assert validate_addresses(["203.0.113.7/10.0.0.5", "::1"]) == ["10.0.0.5", "::1"]
