@@ -20,7 +20,9 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
 # 1. System packages (only what is missing; apt-get update only when something is).
 apt_pkgs=(cmake build-essential nodejs npm)
-(( WITH_TEST )) && apt_pkgs+=(chromium espeak-ng sox fonts-dejavu-core postgresql)
+# coturn: the deployment tests start their own TURN server on loopback; openssl makes their
+# certificates; systemd provides systemd-analyze to verify the generated unit.
+(( WITH_TEST )) && apt_pkgs+=(chromium espeak-ng sox fonts-dejavu-core coturn openssl systemd postgresql)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   case "$p" in
@@ -35,6 +37,9 @@ if (( ${#missing[@]} )); then
   say "apt: installing ${missing[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if [[ " ${missing[*]} " == *" coturn "* ]] && systemctl is-active --quiet coturn 2>/dev/null; then
+    systemctl disable --now coturn >/dev/null 2>&1 || true  # the package's own server is not needed
+  fi
 fi
 
 # 2. Virtualenv.

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import random
 import re
+import socket
 import subprocess
 import sys
 import tempfile
@@ -43,7 +45,7 @@ class Server:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             self.log_lines.append(line.rstrip())
-            match = re.search(r"voxfleet: ready, open (http://\S+)", line)
+            match = re.search(r"voxfleet: ready, open (https?://\S+)", line)
             if match:
                 self.url = match.group(1).rstrip("/")
                 self._ready.set()
@@ -81,3 +83,22 @@ def wait_for(predicate, timeout: float, interval: float = 0.05):
             return value
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s")
+
+
+def free_udp_range(size: int) -> tuple[int, int]:
+    """`size` consecutive UDP ports free on 127.0.0.1, below the kernel's ephemeral range."""
+    for _ in range(50):
+        first = random.randrange(20000, 32000 - size)
+        held = []
+        try:
+            for port in range(first, first + size):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                held.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return first, first + size - 1
+        except OSError:
+            continue
+        finally:
+            for sock in held:
+                sock.close()
+    raise RuntimeError("no free UDP port range found")

@@ -1,4 +1,4 @@
-"""``voxfleet`` command line: serve, agents, bench."""
+"""``voxfleet`` command line: serve, agents, bench, simulate, service."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ def _settings_from(args: argparse.Namespace):
         overrides["agents"] = [AgentSpec(name=name, bot=str(path.resolve()), description=f"{path.name}")]
     if getattr(args, "advertise", None):
         overrides["advertised_addresses"] = args.advertise
+    overrides["ssl_certfile"] = getattr(args, "ssl_certfile", None)
+    overrides["ssl_keyfile"] = getattr(args, "ssl_keyfile", None)
     return load_settings(**overrides)
 
 
@@ -29,7 +31,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from voxfleet.observability.logs import configure_logging
 
     settings = _settings_from(args)
-    configure_logging(settings.log_level, process="control")
+    configure_logging(settings.log_level, process="control", log_format=settings.log_format)
     try:
         asyncio.run(serve(settings, announce=lambda line: print(line, flush=True)))
     except KeyboardInterrupt:
@@ -119,6 +121,47 @@ def cmd_bench_start(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_service(args: argparse.Namespace) -> int:
+    import os
+
+    from voxfleet import systemd
+
+    config, env_file = Path(args.config).resolve(), Path(args.env_file).resolve()
+    # Validate the settings the service will read: its config file, plus its secrets file if any.
+    for name, value in systemd.read_env_file(env_file).items():
+        os.environ.setdefault(name, value)
+    os.environ["VOXFLEET_CONFIG"] = str(config)
+    settings = load_settings()
+    options = systemd.UnitOptions(name=args.name, user=args.user, config=config, env_file=env_file,
+                                  drain_timeout_s=settings.drain_timeout_s)
+    if args.service_command == "unit":
+        print(systemd.render_unit(options), end="")
+        return 0
+    for line in systemd.install(options, Path(args.unit_dir), dict(os.environ), force=args.force):
+        print(f"voxfleet: {line}")
+    print(f"voxfleet: now run: systemctl daemon-reload && systemctl enable --now {args.name}\n"
+          f"          logs: journalctl -u {args.name} -f; health: curl -fsS http://127.0.0.1:{settings.port}/healthz")
+    return 0
+
+
+def add_service_parser(sub: argparse._SubParsersAction) -> None:
+    import getpass
+
+    service = sub.add_parser("service", help="run voxfleet as a systemd service")
+    service_sub = service.add_subparsers(dest="service_command", required=True)
+    for name, text in (("unit", "print the systemd unit for this install"),
+                       ("install", "write the systemd unit and an environment file for secrets (0600)")):
+        p = service_sub.add_parser(name, help=text)
+        p.add_argument("--name", default="voxfleet", help="unit name (default voxfleet)")
+        p.add_argument("--user", default=getpass.getuser(), help="user the service runs as (default: you)")
+        p.add_argument("--config", default="/etc/voxfleet/voxfleet.toml", help="settings file the service reads")
+        p.add_argument("--env-file", default="/etc/voxfleet/voxfleet.env", help="environment file for secrets")
+        if name == "install":
+            p.add_argument("--unit-dir", default="/etc/systemd/system", help="where to write the unit")
+            p.add_argument("--force", action="store_true", help="rewrite the environment file if it exists")
+        p.set_defaults(func=cmd_service)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="voxfleet", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -131,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--advertise", action="append", metavar="IP",
                        help="IP address bots offer as ICE host candidate (repeatable)")
         p.add_argument("--log-level", help="DEBUG, INFO, WARNING (default INFO)")
+        p.add_argument("--ssl-certfile", metavar="FILE", help="TLS certificate chain (PEM): serve HTTPS")
+        p.add_argument("--ssl-keyfile", metavar="FILE", help="private key (PEM) of --ssl-certfile")
 
     serve = sub.add_parser("serve", help="run the control plane, the bots' templates and the website")
     common(serve)
@@ -174,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     from voxfleet.sim.cli import add_simulate_parser
 
     add_simulate_parser(sub)
+    add_service_parser(sub)
 
     args = parser.parse_args(argv)
     try:

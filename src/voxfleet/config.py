@@ -7,8 +7,10 @@ Sources, highest priority first: explicit overrides (CLI flags), environment var
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
+import ssl
 import tempfile
 from pathlib import Path
 from typing import Any, Literal
@@ -71,11 +73,29 @@ class AgentSpec(BaseModel):
 
 
 class IceServer(BaseModel):
-    """A STUN/TURN server, handed to clients in `iceConfig` and used by the bot's peer."""
+    """A STUN/TURN server, handed to clients in `iceConfig` and used by the bot's peer.
 
-    urls: list[str]
-    username: str | None = None
-    credential: str | None = Field(default=None, repr=False)
+    A TURN server without `username`/`credential` gets credentials minted per session from
+    `turn_secret` (coturn's `use-auth-secret`)."""
+
+    urls: list[str] = Field(min_length=1, description="stun:, turn: or turns: URLs of one server.")
+    username: str | None = Field(default=None, description="Static TURN username (long-term credentials).")
+    credential: str | None = Field(default=None, repr=False, description="Static TURN password.")
+
+    @field_validator("urls")
+    @classmethod
+    def _urls_parse(cls, urls: list[str]) -> list[str]:
+        from voxfleet.transports.turn import parse_ice_url
+
+        for url in urls:
+            parse_ice_url(url)
+        return urls
+
+    @model_validator(mode="after")
+    def _static_credentials_paired(self) -> "IceServer":
+        if (self.username is None) != (self.credential is None):
+            raise ValueError(f"{self.urls}: give both username and credential, or neither")
+        return self
 
 
 class LLMSettings(BaseModel):
@@ -128,8 +148,45 @@ class Settings(BaseSettings):
         default_factory=list,
         description=(
             "IP addresses a bot offers as ICE host candidates. Empty: every interface address plus "
-            "127.0.0.1 (loopback calls from this machine work, and so do LAN ones)."
+            "127.0.0.1 (loopback calls from this machine work, and so do LAN ones). Behind 1:1 NAT: "
+            "'PUBLIC/LOCAL' binds LOCAL and offers PUBLIC (coturn's external-ip syntax)."
         ),
+    )
+    # -- deployment: TLS, reverse proxy, TURN, media ports, logs (docs/deploy.md) ------------
+    ssl_certfile: Path | None = Field(
+        default=None, description="TLS certificate chain (PEM): serve HTTPS directly. Needs ssl_keyfile."
+    )
+    ssl_keyfile: Path | None = Field(default=None, description="Private key (PEM) of ssl_certfile.")
+    proxy_headers: bool = Field(
+        default=True,
+        description="Behind a reverse proxy: take the client address and scheme from X-Forwarded-For / "
+        "X-Forwarded-Proto, from the addresses in forwarded_allow_ips only.",
+    )
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1",
+        description="Comma-separated proxy addresses or networks whose X-Forwarded-* headers are trusted "
+        "('*': any; only when nothing else can reach the port).",
+    )
+    turn_secret: str | None = Field(
+        default=None,
+        repr=False,
+        description="coturn's static-auth-secret: TURN servers in ice_servers without a username get "
+        "per-session credentials minted from it (TURN REST API). Never sent to clients or bots.",
+    )
+    turn_credential_ttl_s: float | None = Field(
+        default=None, gt=0,
+        description="Lifetime of minted TURN credentials (default: max_session_s + queue_wait_s + "
+        "offer_timeout_s + 5 minutes, so no call outlives its credential).",
+    )
+    media_ports: str | None = Field(
+        default=None,
+        description="UDP port range 'FIRST-LAST' for bots' media (ICE host candidates and TURN client "
+        "sockets), so a firewall can open exactly it. None: any ephemeral port.",
+    )
+    log_format: Literal["auto", "text", "journald"] = Field(
+        default="auto",
+        description="text: timestamped lines on stderr; journald: '<priority>' prefixed lines on stdout, "
+        "no timestamps; auto: journald when stdout/stderr is connected to the journal.",
     )
     llm: LLMSettings = Field(default_factory=LLMSettings)
     capacity_cpu_millis: int | None = Field(
@@ -203,6 +260,70 @@ class Settings(BaseSettings):
             raise ValueError(f"agent names must be unique; repeated: {', '.join(dupes)}")
         return self
 
+    @field_validator("media_ports")
+    @classmethod
+    def _media_ports_is_a_range(cls, value: str | None) -> str | None:
+        from voxfleet.transports.media_ports import parse_port_range
+
+        if value is None:
+            return None
+        first, last = parse_port_range(value)
+        return f"{first}-{last}"
+
+    @field_validator("advertised_addresses")
+    @classmethod
+    def _advertised_addresses_parse(cls, value: list[str]) -> list[str]:
+        from voxfleet.transports.addresses import parse_advertised
+
+        for entry in value:
+            parse_advertised(entry)
+        return value
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _forwarded_allow_ips_are_addresses(cls, value: str) -> str:
+        for item in (part.strip() for part in value.split(",")):
+            if item == "*":
+                continue
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} in {value!r} is not an IP address, a network or '*'") from None
+        return value
+
+    @model_validator(mode="after")
+    def _deployment_settings_fit(self) -> "Settings":
+        from voxfleet.transports.turn import SessionIceServers
+
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            given = "ssl_certfile" if self.ssl_certfile is not None else "ssl_keyfile"
+            raise ValueError(f"{given} is set but not its pair; HTTPS needs both ssl_certfile and ssl_keyfile")
+        if self.ssl_certfile is not None and self.ssl_keyfile is not None:
+            _check_tls_files(self.ssl_certfile, self.ssl_keyfile)
+        for i, server in enumerate(self.ice_servers):
+            if SessionIceServers.mints_for(server.model_dump()) and not self.turn_secret:
+                raise ValueError(f"ice_servers[{i}]: TURN server {server.urls} needs username and credential, "
+                                 "or turn_secret for per-session credentials")
+        if self.turn_credential_ttl_s is not None and self.turn_credential_ttl_s < self.max_session_s:
+            raise ValueError(f"turn_credential_ttl_s: {self.turn_credential_ttl_s:g} is shorter than max_session_s "
+                             f"{self.max_session_s:g}; relayed calls would drop when their credential expires")
+        return self
+
+    @property
+    def media_port_range(self) -> tuple[int, int] | None:
+        if self.media_ports is None:
+            return None
+        first, last = self.media_ports.split("-")
+        return int(first), int(last)
+
+    @property
+    def turn_ttl_s(self) -> float:
+        return self.turn_credential_ttl_s or (self.max_session_s + self.queue_wait_s + self.offer_timeout_s + 300)
+
+    @property
+    def https(self) -> bool:
+        return self.ssl_certfile is not None
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -232,6 +353,19 @@ class Settings(BaseSettings):
         return self.runtime_dir
 
 
+def _check_tls_files(certfile: Path, keyfile: Path) -> None:
+    for name, path in (("ssl_certfile", certfile), ("ssl_keyfile", keyfile)):
+        if not path.is_file():
+            raise ValueError(f"{name}: no such file {str(path)!r}")
+        if not os.access(path, os.R_OK):
+            raise ValueError(f"{name}: {str(path)!r} is not readable by this user")
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(certfile, keyfile)
+    except ssl.SSLError as exc:
+        raise ValueError(f"ssl_certfile/ssl_keyfile: {str(certfile)!r} with key {str(keyfile)!r} do not load as a "
+                         f"PEM certificate and its private key ({exc.reason or exc})") from None
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Build the settings, turning validation errors into one readable ConfigError."""
     clean = {k: v for k, v in overrides.items() if v is not None}
@@ -239,6 +373,7 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**clean)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg'].removeprefix('Value error, ')}"
+            for err in exc.errors()
         )
         raise ConfigError(f"invalid configuration: {problems}") from exc

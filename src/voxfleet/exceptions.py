@@ -18,7 +18,9 @@ only place that maps them to HTTP status codes.
     ├── AtCapacity                   no capacity and the queue is full / wait over -> 429
     ├── BotError                     the bot process failed us                   -> 502
     │   └── BotStartFailed
-    └── SignalingTimeout             the bot did not answer signaling in time    -> 504
+    ├── SignalingTimeout             the bot did not answer signaling in time    -> 504
+    ├── MediaPortsExhausted          every UDP port of `media_ports` is in use   -> 503
+    └── TurnCheckFailed              a TURN server refused us (start-up check)
 """
 
 from __future__ import annotations
@@ -153,3 +155,33 @@ class SignalingTimeout(VoxfleetError):
 
     def __str__(self) -> str:
         return f"bot for session {self.session_id} did not answer within {self.seconds:.1f}s"
+
+
+class MediaPortsExhausted(VoxfleetError):
+    """Every UDP port of the configured ``media_ports`` range is taken on `host`."""
+
+    code = "MEDIA_PORTS_EXHAUSTED"
+
+    def __init__(self, first: int, last: int, host: str) -> None:
+        self.first = first
+        self.last = last
+        self.host = host
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return (f"media_ports: all {self.last - self.first + 1} UDP ports of {self.first}-{self.last} are in use "
+                f"on {self.host}; widen the range or admit fewer sessions")
+
+
+class TurnCheckFailed(VoxfleetError):
+    """A configured TURN server could not be used with the credentials voxfleet has for it."""
+
+    code = "TURN_CHECK_FAILED"
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return f"ice_servers: TURN server {self.url}: {self.reason}"

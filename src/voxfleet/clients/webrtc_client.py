@@ -76,6 +76,8 @@ class CallResult:
     started_at: float = 0.0
     first_audio_at: float | None = None
     rtvi: list[dict[str, Any]] = field(default_factory=list)
+    ice_servers: list[dict[str, Any]] = field(default_factory=list)  # the iceConfig /start gave
+    answer_sdp: str = ""
 
     @property
     def ttfw_ms(self) -> float | None:
@@ -94,8 +96,13 @@ class WebRTCCaller:
     """One call to a Pipecat-runner-compatible server."""
 
     def __init__(self, base_url: str, *, agent: str | None = None, body: dict[str, Any] | None = None,
-                 start_path: str = "/start") -> None:
+                 start_path: str = "/start", ice_transport_policy: str = "all",
+                 ice_servers: list[dict[str, Any]] | None = None, verify_tls: bool = True) -> None:
+        """`ice_transport_policy` "relay" uses TURN relay candidates only, as a browser with
+        iceTransportPolicy "relay" would; `ice_servers` replaces the iceConfig /start returns."""
         self.base_url = base_url.rstrip("/")
+        self.ice_transport_policy = ice_transport_policy
+        self.ice_servers = ice_servers
         self.agent = agent
         self.body = body or {}
         self.start_path = start_path
@@ -106,7 +113,7 @@ class WebRTCCaller:
         self._heard = asyncio.Event()
         self._rtvi_event = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
-        self.http = httpx.AsyncClient(timeout=30)
+        self.http = httpx.AsyncClient(timeout=30, verify=verify_tls)
 
     async def connect(self) -> CallResult:
         self.result.started_at = time.monotonic()
@@ -117,10 +124,13 @@ class WebRTCCaller:
         started.raise_for_status()
         info = started.json()
         self.result.session_id = info["sessionId"]
-        ice = (info.get("iceConfig") or {}).get("iceServers") or []
-        from aiortc import RTCIceServer
+        self.result.ice_servers = (info.get("iceConfig") or {}).get("iceServers") or []
+        ice = self.ice_servers if self.ice_servers is not None else self.result.ice_servers
+        from aiortc import RTCIceServer, RTCIceTransportPolicy
 
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[RTCIceServer(**s) for s in ice]))
+        self.pc = RTCPeerConnection(RTCConfiguration(
+            iceServers=[RTCIceServer(**s) for s in ice],
+            iceTransportPolicy=RTCIceTransportPolicy(self.ice_transport_policy)))
         self.pc.addTrack(self.mic)
         channel = self.pc.createDataChannel("chat", ordered=True)
 
@@ -151,6 +161,7 @@ class WebRTCCaller:
         )
         answered.raise_for_status()
         answer = answered.json()
+        self.result.answer_sdp = answer["sdp"]
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
         return self.result
 

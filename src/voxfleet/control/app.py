@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from voxfleet import __version__
 from voxfleet.config import Settings
+from voxfleet.control.deployment import ops_router, session_ice_servers
 from voxfleet.control.errors import error_response, install_error_handlers
 from voxfleet.control.auth import Auth
 from voxfleet.exceptions import RequestTooLarge, SessionNotFound
@@ -108,7 +109,7 @@ def create_app(settings: Settings, service: SessionService, auth: Auth, store: S
                 return error_response(413, str(exc), exc.code)
         return await call_next(request)
 
-    ice_config = {"iceServers": [s.model_dump(exclude_none=True) for s in settings.ice_servers]}
+    ice = session_ice_servers(settings)  # TURN credentials minted per session; never the secret
     default_agent = settings.agents[0].name
 
     # -- Pipecat runner / Pipecat Cloud compatible routes --------------------------------
@@ -117,7 +118,7 @@ def create_app(settings: Settings, service: SessionService, auth: Auth, store: S
     async def start(request: StartRequest, agent: str, http_request: Request) -> StartResponse:
         await auth.require_start(http_request, agent)
         record = await service.start_session(agent, request.body or {}, transport=request.transport)
-        return StartResponse(sessionId=record.session_id, iceConfig=ice_config,
+        return StartResponse(sessionId=record.session_id, iceConfig={"iceServers": ice.for_session(record.session_id)},
                              queued=record.queue_position is not None, queuePosition=record.queue_position)
 
     @app.post("/start", response_model=StartResponse, response_model_exclude_none=True, tags=["sessions"])
@@ -187,11 +188,6 @@ def create_app(settings: Settings, service: SessionService, auth: Auth, store: S
         warm, warming, active per agent; the queue."""
         return service.capacity()
 
-    @app.get("/livez", tags=["ops"])
-    async def livez() -> dict[str, str]:
-        """Liveness: the process answers (for a load balancer or systemd watchdog)."""
-        return {"status": "alive"}
-
     @app.get("/metrics", tags=["ops"], include_in_schema=False, dependencies=private)
     async def metrics() -> Response:
         return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -204,6 +200,8 @@ def create_app(settings: Settings, service: SessionService, auth: Auth, store: S
         body = {"status": "ok" if ok else "starting", "checks": checks, "runtime": service.backend.status(),
                 "sessions": {"live": service.table.count()}, "auth": await auth.enabled()}
         return JSONResponse(body, status_code=200 if ok else 503)
+
+    app.include_router(ops_router())  # /livez
 
     # -- website ---------------------------------------------------------------------------
     @app.get("/", include_in_schema=False)

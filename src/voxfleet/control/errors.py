@@ -15,6 +15,7 @@ from voxfleet.exceptions import (
     Unauthorized,
     BotError,
     InvalidRequest,
+    MediaPortsExhausted,
     NotFound,
     NotReady,
     RequestTooLarge,
@@ -36,6 +37,7 @@ STATUS = (
     (AtCapacity, 429),
     (SignalingTimeout, 504),
     (BotError, 502),
+    (MediaPortsExhausted, 503),
 )
 
 

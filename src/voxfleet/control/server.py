@@ -10,6 +10,7 @@ from collections.abc import Callable
 import uvicorn
 
 from voxfleet.bots.assistant_prompts import warm_up_messages
+from voxfleet import systemd
 from voxfleet.bots.llm_server import LocalLLMServer
 from voxfleet.config import BUILTIN_ASSISTANT, AgentSpec, Settings
 from voxfleet.control.app import create_app
@@ -18,6 +19,8 @@ from voxfleet.control.recorder import SessionRecorder
 from voxfleet.scheduler.sessions import SessionRecord
 from voxfleet.webhooks.dispatcher import WebhookDispatcher
 from voxfleet.webhooks.events import event_for
+from voxfleet.control.deployment import check_turn_servers, session_ice_servers, uvicorn_options
+from voxfleet.observability.logs import resolve_log_format
 from voxfleet.runtime.local import node
 from voxfleet.runtime.local.backend import LocalBackend
 from voxfleet.scheduler.capacity import CapacityLedger, Resources, profile_named
@@ -29,11 +32,11 @@ from voxfleet.storage.store import Store
 log = logging.getLogger(__name__)
 
 
-def public_url(host: str, port: int) -> str:
+def public_url(host: str, port: int, scheme: str = "http") -> str:
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     if ":" in shown:
         shown = f"[{shown}]"
-    return f"http://{shown}:{port}/"
+    return f"{scheme}://{shown}:{port}/"
 
 
 async def serve(settings: Settings, announce: Callable[[str], None] = print) -> None:
@@ -53,10 +56,11 @@ async def serve(settings: Settings, announce: Callable[[str], None] = print) -> 
         env = {"OPENAI_BASE_URL": settings.llm.base_url, "OPENAI_API_KEY": settings.llm.api_key,
                "OPENAI_MODEL": settings.llm.model}
 
+    ice = session_ice_servers(settings)
     backend = LocalBackend(
         {a.name: a.bot for a in settings.agents},
         runtime_dir=runtime_dir,
-        ice_servers=[s.model_dump(exclude_none=True) for s in settings.ice_servers],
+        ice_servers=ice.for_session,
         advertised_addresses=settings.advertised_addresses,
         bot_start_timeout=settings.bot_start_timeout_s,
         log_level=settings.log_level,
@@ -64,6 +68,8 @@ async def serve(settings: Settings, announce: Callable[[str], None] = print) -> 
         cpu_limits={a.name: profile_named(a.profile).resources.cpu_millis for a in settings.agents},
         idle_timeout=settings.idle_timeout_s,
         cpu_shares=settings.cpu_shares,
+        media_ports=settings.media_port_range,
+        log_format=resolve_log_format(settings.log_format),
     )
     service = build_service(settings, backend)
     store = Store(settings.database_url)
@@ -80,7 +86,7 @@ async def serve(settings: Settings, announce: Callable[[str], None] = print) -> 
     app = create_app(settings, service, auth, store, llm)
     server = uvicorn.Server(uvicorn.Config(
         app, host=settings.host, port=settings.port, log_config=None, lifespan="off",
-        access_log=False, timeout_graceful_shutdown=5,
+        access_log=False, timeout_graceful_shutdown=5, **uvicorn_options(settings),
     ))
     http = asyncio.create_task(server.serve(), name="http")
     resume_window: asyncio.Task | None = None
@@ -91,7 +97,7 @@ async def serve(settings: Settings, announce: Callable[[str], None] = print) -> 
                 return
             await asyncio.sleep(0.02)
         port = server.servers[0].sockets[0].getsockname()[1]
-        url = public_url(settings.host, port)
+        url = public_url(settings.host, port, "https" if settings.https else "http")
         announce(f"voxfleet: starting on {url} (healthz answers 503 until ready)")
         resumed: set[str] = set()
         all_back = asyncio.Event()
@@ -102,7 +108,7 @@ async def serve(settings: Settings, announce: Callable[[str], None] = print) -> 
                 all_back.set()
 
         backend.on_resumed = on_resumed
-        warmups = [backend.start()] + ([llm.start()] if llm else [])
+        warmups = [backend.start(), check_turn_servers(ice)] + ([llm.start()] if llm else [])
         await asyncio.gather(*warmups)
         resume_window = asyncio.create_task(
             close_resume_window(service, store, resumable, resumed, all_back, settings.resume_window_s),
@@ -112,6 +118,7 @@ async def serve(settings: Settings, announce: Callable[[str], None] = print) -> 
             announce("voxfleet: WARNING: no API key checks (dev mode): anyone who can reach this port can "
                      "start sessions and read them. Create a key with `voxfleet keys create` to turn them on.")
         announce(f"voxfleet: ready, open {url}")
+        systemd.notify("READY=1")
         await http
     finally:
         server.should_exit = True

@@ -3,14 +3,24 @@
 Every line names its process: ``control``, ``template:<agent>`` or ``bot:<session_id>``, so
 each line a bot writes carries its session id. Pipecat logs through loguru; it is routed into
 the same format.
+
+Under systemd (``log_format = "journald"``, or ``auto`` when the journal is attached) lines
+go to stdout without a timestamp (the journal adds its own) and start with the sd-daemon
+priority prefix ``<3>``..``<7>``, so ``journalctl -p warning -u voxfleet`` filters by level.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 _FORMAT = "%(asctime)s.%(msecs)03d %(levelname)-5s [%(process_label)s] %(name)s: %(message)s"
+_JOURNAL_FORMAT = "<%(syslog_priority)d>[%(process_label)s] %(levelname)s %(name)s: %(message)s"
+# sd-daemon(3) priorities: err, warning, notice/info, debug.
+_PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6, logging.DEBUG: 7}
+_LOGURU_PRIORITY = {"CRITICAL": 2, "ERROR": 3, "WARNING": 4, "SUCCESS": 5, "INFO": 6, "DEBUG": 7, "TRACE": 7}
+_format_in_force = "text"  # a forked bot re-labels its lines in the format its template chose
 
 
 class _ProcessLabel(logging.Filter):
@@ -20,13 +30,40 @@ class _ProcessLabel(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.process_label = self.label
+        record.syslog_priority = _PRIORITY.get(record.levelno, 6 if record.levelno > logging.DEBUG else 7)
         return True
 
 
-def configure_logging(level: str = "INFO", process: str = "control") -> None:
-    """Send stdlib logging and Pipecat's loguru output to stderr, labelled with `process`."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(_FORMAT, datefmt="%H:%M:%S"))
+def journal_attached() -> bool:
+    """True when systemd connected our stderr to the journal (it sets JOURNAL_STREAM=dev:inode)."""
+    stream = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        device, inode = (int(x) for x in stream.split(":"))
+        info = os.fstat(sys.stderr.fileno())
+    except (ValueError, OSError):
+        return False
+    return (info.st_dev, info.st_ino) == (device, inode)
+
+
+def resolve_log_format(log_format: str) -> str:
+    """The format to use for a `log_format` setting: auto -> journald or text."""
+    if log_format == "auto":
+        return "journald" if journal_attached() else "text"
+    return log_format
+
+
+def configure_logging(level: str = "INFO", process: str = "control", log_format: str | None = None) -> None:
+    """Send stdlib logging and Pipecat's loguru output to stderr (text) or stdout (journald),
+    labelled with `process`. `log_format` None keeps the format of the previous call."""
+    global _format_in_force
+    if log_format is not None:
+        _format_in_force = resolve_log_format(log_format)
+    journald = _format_in_force == "journald"
+    handler = logging.StreamHandler(sys.stdout if journald else sys.stderr)
+    if journald:
+        handler.setFormatter(logging.Formatter(_JOURNAL_FORMAT))
+    else:
+        handler.setFormatter(logging.Formatter(_FORMAT, datefmt="%H:%M:%S"))
     handler.addFilter(_ProcessLabel(process))
     root = logging.getLogger()
     for old in list(root.handlers):
@@ -40,6 +77,15 @@ def configure_logging(level: str = "INFO", process: str = "control") -> None:
     except ImportError:  # pipecat not installed in this process
         return
     logger.remove()
+    if journald:
+        logger.add(
+            sys.stdout,
+            level=level.upper(),
+            format=lambda record: "\\<" + str(_LOGURU_PRIORITY.get(record["level"].name, 6)) + ">["
+            + process + "] {level} {name}: {message}\n{exception}",
+            colorize=False,
+        )
+        return
     logger.add(
         sys.stderr,
         level=level.upper(),

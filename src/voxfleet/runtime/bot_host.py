@@ -7,6 +7,10 @@ connects back to the control socket, answers the session's WebRTC signaling with
 own ``SmallWebRTCRequestHandler`` (media then flows client <-> this process directly), runs the
 user's unchanged ``bot(runner_args)`` with ``SmallWebRTCRunnerArguments``, and reports how the
 session ended before it exits. Exit code: 0 when the bot returned, 1 when it raised.
+
+The session's ICE servers (TURN credentials minted for this session) arrive with the session,
+and the bot's peer connection uses them. With ``media_ports`` set, the process runs its event
+loop from ``transports.media_ports``, so every UDP socket it opens for media is in that range.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from voxfleet.exceptions import MediaPortsExhausted
 from voxfleet.runtime import wire
 
 log = logging.getLogger(__name__)
@@ -115,10 +120,13 @@ class BotHost:
         self.send("warm_ready", warmup_ms=round((time.monotonic() - started) * 1000, 1))
 
     def assign(self, message: dict[str, Any]) -> None:
+        from pipecat.transports.smallwebrtc.connection import IceServer
+
         from voxfleet.observability.logs import configure_logging
 
         self.session_id = message["session_id"]
         self.body = message.get("body")
+        self.handler.update_ice_servers([IceServer(**s) for s in message.get("ice_servers") or []])
         configure_logging(self.log_level, process=f"bot:{self.session_id}")
         self.assigned.set()
         self.send("assigned", id=message.get("id"), session_id=self.session_id)
@@ -207,6 +215,11 @@ class BotHost:
                 request_data=message.get("request_data"),
             )
             answer = await self.handler.handle_web_request(request, self.start_bot)
+        except MediaPortsExhausted as exc:
+            log.error("session %s: %s", self.session_id, exc)
+            self.send("error", id=request_id, message=str(exc), code=exc.code,
+                      media_ports=[exc.first, exc.last, exc.host])
+            return
         except Exception as exc:  # noqa: BLE001 - reported to the control plane, which maps it
             self.send("error", id=request_id, message=f"{type(exc).__name__}: {exc}")
             return
@@ -336,10 +349,12 @@ def run_bot_host(
     log_level: str,
     idle_timeout: float = 60.0,
     reconnect_s: float = 15.0,
+    media_ports: tuple[int, int] | None = None,
 ) -> int:
     """Entry point in a freshly forked child; returns the process exit code."""
     from voxfleet.observability.logs import configure_logging
     from voxfleet.transports.ice import advertise_addresses
+    from voxfleet.transports.media_ports import loop_factory
 
     configure_logging(log_level, process=f"bot:{session_id or 'warm-' + bot_id[:8]}")
     advertise_addresses(advertised_addresses)
@@ -356,4 +371,5 @@ def run_bot_host(
         idle_timeout=idle_timeout,
         reconnect_s=reconnect_s,
     )
-    return asyncio.run(host.run())
+    with asyncio.Runner(loop_factory=loop_factory(media_ports)) as runner:
+        return runner.run(host.run())

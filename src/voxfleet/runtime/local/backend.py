@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from voxfleet.procutil import die_with_parent
-from voxfleet.exceptions import BotError, BotStartFailed, NotReady, SignalingTimeout
+from voxfleet.exceptions import BotError, BotStartFailed, MediaPortsExhausted, NotReady, SignalingTimeout
 from voxfleet.runtime import wire
 from voxfleet.runtime.local.cgroups import CpuLimiter
 from voxfleet.runtime.local.node import pss_mb
@@ -28,12 +28,20 @@ from voxfleet.runtime.protocol import BotExit, BotInfo
 
 log = logging.getLogger(__name__)
 
+IceServersFor = Callable[[str], list[dict[str, Any]]]  # session id -> RTCIceServer-shaped dicts
+
+
+def no_ice_servers(_session_id: str) -> list[dict[str, Any]]:
+    return []
+
 
 class LocalBot:
     """A forked bot process, seen from the control plane. Warm bots have no session yet."""
 
-    def __init__(self, bot_id: str, agent: str, session_id: str | None) -> None:
+    def __init__(self, bot_id: str, agent: str, session_id: str | None,
+                 ice_servers: IceServersFor = no_ice_servers) -> None:
         self.bot_id = bot_id
+        self.ice_servers = ice_servers
         self.session_id = session_id
         self.agent = agent
         self.info = BotInfo()
@@ -126,12 +134,16 @@ class LocalBot:
         """Hand a warm bot its session."""
         self.session_id = session_id
         self.on_assigned()
-        reply = await self._request("assign", timeout, session_id=session_id, body=body)
+        reply = await self._request("assign", timeout, session_id=session_id, body=body,
+                                    ice_servers=self.ice_servers(session_id))
         if reply["t"] != "assigned":
             raise BotError(f"bot {self.bot_id} refused session {session_id}: {reply.get('message', '')}")
 
     async def offer(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
         reply = await self._request("offer", timeout, **request)
+        if reply["t"] == "error" and reply.get("code") == MediaPortsExhausted.code:
+            first, last, host = reply["media_ports"]
+            raise MediaPortsExhausted(first, last, host)
         if reply["t"] == "error":
             raise BotError(f"bot rejected the offer: {reply.get('message', '')}")
         return {k: reply[k] for k in ("sdp", "type", "pc_id") if k in reply}
@@ -192,7 +204,7 @@ class LocalBackend:
         agents: dict[str, str],
         *,
         runtime_dir: Path,
-        ice_servers: list[dict[str, Any]],
+        ice_servers: IceServersFor = no_ice_servers,
         advertised_addresses: list[str],
         bot_start_timeout: float,
         log_level: str = "INFO",
@@ -202,10 +214,14 @@ class LocalBackend:
         idle_timeout: float = 60.0,
         cpu_shares: bool = True,
         reconnect_s: float = 15.0,
+        media_ports: tuple[int, int] | None = None,
+        log_format: str = "text",
     ) -> None:
         self.templates = {name: TemplateLink(name, bot) for name, bot in agents.items()}
         self.socket_path = str(runtime_dir / "control.sock")
-        self.ice_servers = ice_servers
+        self.ice_servers = ice_servers  # given to each bot with its session, credentials minted for it
+        self.media_ports = media_ports
+        self.log_format = log_format
         self.advertised_addresses = advertised_addresses
         self.bot_start_timeout = bot_start_timeout
         self.template_start_timeout = template_start_timeout
@@ -278,8 +294,9 @@ class LocalBackend:
         """Run the agent's template; start a new one if it dies (live bots carry on)."""
         spec = {
             "agent": link.agent, "bot": link.bot, "control_socket": self.socket_path,
-            "ice_servers": self.ice_servers, "advertised_addresses": self.advertised_addresses,
-            "log_level": self.log_level, "idle_timeout": self.idle_timeout, "reconnect_s": self.reconnect_s,
+            "advertised_addresses": self.advertised_addresses, "media_ports": self.media_ports,
+            "log_level": self.log_level, "log_format": self.log_format, "idle_timeout": self.idle_timeout,
+            "reconnect_s": self.reconnect_s,
         }
         backoff = 0.5
         while not self.closing:
@@ -305,12 +322,14 @@ class LocalBackend:
         link = self.templates[agent]
         if not link.ready.is_set() or link.writer is None:
             raise NotReady(f"agent {agent}: template is not ready")
-        bot = LocalBot(bot_id, agent, session_id)
+        bot = LocalBot(bot_id, agent, session_id, self.ice_servers)
         if agent in self.cpu_limits:
             bot.on_assigned = lambda: self.cpu.set_share(bot_id, self.cpu_limits[agent])
         self.bots[bot_id] = bot
         self._spawn(self._forget_when_done(bot), f"bot-exit:{bot_id}")
-        fields = {"bot_id": bot_id} if session_id is None else {"bot_id": bot_id, "session_id": session_id, "body": body}
+        fields: dict[str, Any] = {"bot_id": bot_id}
+        if session_id is not None:
+            fields.update(session_id=session_id, body=body, ice_servers=self.ice_servers(session_id))
         link.writer.write(wire.encode("fork", **fields))
         waiter = bot.hello if session_id is not None else bot.warm_ready
         try:

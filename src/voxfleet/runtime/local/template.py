@@ -123,11 +123,12 @@ class Template:
         bot_id = message["bot_id"]
         pid = os.fork()
         if pid == 0:
-            self.become_bot(bot_id, message.get("session_id"), message.get("body"), pipe)
+            self.become_bot(bot_id, message.get("session_id"), message.get("body"), message.get("ice_servers"), pipe)
         self.children[pid] = bot_id
         self.send("forked", bot_id=bot_id, pid=pid)
 
-    def become_bot(self, bot_id: str, session_id: str | None, body: Any, pipe: tuple[int, int]) -> None:
+    def become_bot(self, bot_id: str, session_id: str | None, body: Any, ice_servers: list[dict[str, Any]] | None,
+                   pipe: tuple[int, int]) -> None:
         code = 70
         try:
             signal.set_wakeup_fd(-1)
@@ -147,7 +148,8 @@ class Template:
                 bot=self.module.bot,
                 warmup=getattr(self.module, "warmup", None),
                 body=body,
-                ice_servers=self.spec.get("ice_servers", []),
+                ice_servers=ice_servers or [],
+                media_ports=tuple(self.spec["media_ports"]) if self.spec.get("media_ports") else None,
                 advertised_addresses=self.spec.get("advertised_addresses", []),
                 log_level=self.spec.get("log_level", "INFO"),
                 idle_timeout=self.spec.get("idle_timeout", 60.0),
@@ -190,7 +192,8 @@ def main() -> None:
     spec = json.loads(sys.argv[1])
     from voxfleet.observability.logs import configure_logging
 
-    configure_logging(spec.get("log_level", "INFO"), process=f"template:{spec['agent']}")
+    configure_logging(spec.get("log_level", "INFO"), process=f"template:{spec['agent']}",
+                      log_format=spec.get("log_format", "text"))
     template = Template(spec)
     timings = template.prepare()
     log.info("agent %s: template ready in %.2fs (imports %.2fs, preload %.2fs)",
