@@ -183,10 +183,11 @@ class Settings(BaseSettings):
         description="UDP port range 'FIRST-LAST' for bots' media (ICE host candidates and TURN client "
         "sockets), so a firewall can open exactly it. None: any ephemeral port.",
     )
-    log_format: Literal["auto", "text", "journald"] = Field(
+    log_format: Literal["auto", "text", "journald", "json"] = Field(
         default="auto",
         description="text: timestamped lines on stderr; journald: '<priority>' prefixed lines on stdout, "
-        "no timestamps; auto: journald when stdout/stderr is connected to the journal.",
+        "no timestamps; json: one JSON object per line on stderr (ts, level, process, session_id for a "
+        "bot's lines, logger, msg); auto: journald when stdout/stderr is connected to the journal.",
     )
     llm: LLMSettings = Field(default_factory=LLMSettings)
     capacity_cpu_millis: int | None = Field(

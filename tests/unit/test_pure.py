@@ -149,3 +149,22 @@ def test_config_from_env_and_toml(monkeypatch, tmp_path):
 ])
 def test_every_error_has_one_status(exc, status):
     assert status_for(exc) == status
+
+
+def test_json_logs_carry_the_session_id(capsys):
+    import json
+    import logging
+
+    from voxfleet.observability.logs import configure_logging
+
+    configure_logging("INFO", process="bot:abc-123", log_format="json")
+    try:
+        logging.getLogger("voxfleet.test").warning("hello %s", "world")
+        from loguru import logger
+
+        logger.info("from pipecat")
+        lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    finally:
+        configure_logging("INFO", process="control", log_format="text")
+    assert lines[0]["msg"] == "hello world" and lines[0]["session_id"] == "abc-123" and lines[0]["level"] == "WARNING"
+    assert lines[1]["msg"] == "from pipecat" and lines[1]["session_id"] == "abc-123"

@@ -11,6 +11,7 @@ priority prefix ``<3>``..``<7>``, so ``journalctl -p warning -u voxfleet`` filte
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -21,6 +22,22 @@ _JOURNAL_FORMAT = "<%(syslog_priority)d>[%(process_label)s] %(levelname)s %(name
 _PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6, logging.DEBUG: 7}
 _LOGURU_PRIORITY = {"CRITICAL": 2, "ERROR": 3, "WARNING": 4, "SUCCESS": 5, "INFO": 6, "DEBUG": 7, "TRACE": 7}
 _format_in_force = "text"  # a forked bot re-labels its lines in the format its template chose
+
+
+def _json_line(ts: float, level: str, process: str, logger_name: str, message: str) -> str:
+    """One JSON object per line: ts, level, process, session_id (for a bot's lines), logger, msg."""
+    entry = {"ts": round(ts, 3), "level": level, "process": process, "logger": logger_name, "msg": message}
+    if process.startswith("bot:"):
+        entry["session_id"] = process[4:]
+    return json.dumps(entry, ensure_ascii=False)
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.exc_info:
+            message += "\n" + self.formatException(record.exc_info)
+        return _json_line(record.created, record.levelname, record.process_label, record.name, message)
 
 
 class _ProcessLabel(logging.Filter):
@@ -59,9 +76,12 @@ def configure_logging(level: str = "INFO", process: str = "control", log_format:
     if log_format is not None:
         _format_in_force = resolve_log_format(log_format)
     journald = _format_in_force == "journald"
+    as_json = _format_in_force == "json"
     handler = logging.StreamHandler(sys.stdout if journald else sys.stderr)
     if journald:
         handler.setFormatter(logging.Formatter(_JOURNAL_FORMAT))
+    elif as_json:
+        handler.setFormatter(_JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter(_FORMAT, datefmt="%H:%M:%S"))
     handler.addFilter(_ProcessLabel(process))
@@ -77,6 +97,15 @@ def configure_logging(level: str = "INFO", process: str = "control", log_format:
     except ImportError:  # pipecat not installed in this process
         return
     logger.remove()
+    if as_json:
+        def write_json(message) -> None:
+            record = message.record
+            text = record["message"] + (f"\n{record['exception']}" if record["exception"] else "")
+            sys.stderr.write(_json_line(record["time"].timestamp(), record["level"].name, process,
+                                        record["name"] or "", text) + "\n")
+
+        logger.add(write_json, level=level.upper())
+        return
     if journald:
         logger.add(
             sys.stdout,
