@@ -235,12 +235,15 @@ async def test_bot_media_stays_in_the_port_range_and_exhaustion_is_clear(relay_s
                 await starved.connect()
         finally:
             await starved.close()
-            with relay_server.client() as http:
-                http.delete(f"/v1/sessions/{starved.result.session_id}")
         response = failure.value.response
         assert response.status_code == 503, response.text
         assert response.json()["code"] == "MEDIA_PORTS_EXHAUSTED"
         assert f"media_ports: all {last - first + 1} UDP ports of {first}-{last} are in use" in response.json()["error"]
+        # the starved session ends at once (its reservation is not held until the offer timeout)
+        with relay_server.client() as http:
+            ended = wait_for(lambda: (r := http.get(f"/v1/sessions/{starved.result.session_id}").json())["state"]
+                             == "ended" and r, timeout=10)
+        assert ended["endReason"] == "media_ports_exhausted"
     finally:
         for sock in held:
             sock.close()

@@ -26,6 +26,7 @@ from voxfleet.exceptions import (
     AgentNotFound,
     AtCapacity,
     BotError,
+    MediaPortsExhausted,
     NotReady,
     SessionConflict,
     SessionNotFound,
@@ -197,7 +198,12 @@ class SessionService:
         record = self.get(session_id)
         bot = await self._bot_for(record, "accept an offer")
         record.mark("offer_received")
-        answer = await bot.offer(request, self.limits.signaling_timeout)
+        try:
+            answer = await bot.offer(request, self.limits.signaling_timeout)
+        except MediaPortsExhausted:
+            # this session cannot get media ports now: end it so its reservation frees at once
+            self._spawn(bot.stop("media_ports_exhausted"), f"no-ports:{session_id}")
+            raise
         if record.activate():
             record.mark("answered")
             self.on_change(record)

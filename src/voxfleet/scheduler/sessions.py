@@ -28,6 +28,7 @@ END_REASONS = {
     "max_duration": "the session reached its maximum duration",
     "memory_limit": "the bot used more memory (PSS) than its profile reserves",
     "idle_timeout": "no packet from the caller for idle_timeout_s",
+    "media_ports_exhausted": "every UDP port of media_ports was taken when the caller connected",
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-FAILED_REASONS = {"start_failed", "bot_error", "crashed", "memory_limit", "control_restart"}
+FAILED_REASONS = {"start_failed", "bot_error", "crashed", "memory_limit", "control_restart", "media_ports_exhausted"}
 
 
 def event_for(session: dict[str, Any], started_sent: bool) -> tuple[str, dict[str, Any]] | None:
