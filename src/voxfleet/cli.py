@@ -21,6 +21,8 @@ def _settings_from(args: argparse.Namespace):
         overrides["agents"] = [AgentSpec(name=name, bot=str(path.resolve()), description=f"{path.name}")]
     if getattr(args, "advertise", None):
         overrides["advertised_addresses"] = args.advertise
+    if getattr(args, "dev", False):
+        overrides["auth"] = "off"
     overrides["ssl_certfile"] = getattr(args, "ssl_certfile", None)
     overrides["ssl_keyfile"] = getattr(args, "ssl_keyfile", None)
     return load_settings(**overrides)
@@ -179,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
 
     serve = sub.add_parser("serve", help="run the control plane, the bots' templates and the website")
     common(serve)
+    serve.add_argument("--dev", action="store_true",
+                       help="no API key checks at all (local development; announced loudly at start)")
     serve.set_defaults(func=cmd_serve)
 
     agents = sub.add_parser("agents", help="list the configured agents")

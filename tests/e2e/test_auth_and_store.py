@@ -103,6 +103,8 @@ async def test_session_records_survive_a_restart(tmp_path):
         with second.client() as http:
             kept = http.get(f"/v1/sessions/{done.session_id}").json()
             assert kept["state"] == "ended" and kept["endReason"] == "hangup" and kept["start"] == "cold"
+            assert [e["kind"] for e in kept["events"]] == ["starting", "active", "ended"]
+            assert kept["events"][-1]["data"]["endReason"] == "hangup"
             cut = wait_for(lambda: (r := http.get(f"/v1/sessions/{result.session_id}").json())["state"] == "ended"
                            and r, timeout=10)
             assert cut["endReason"] == "control_restart"

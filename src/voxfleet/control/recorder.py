@@ -1,4 +1,5 @@
-"""Writes session records to the store in the background, in order, never blocking a call."""
+"""Writes session records, and an event for each change of state, to the store in the background,
+in order, never blocking a call."""
 
 from __future__ import annotations
 
@@ -16,18 +17,33 @@ class SessionRecorder:
         self.store = store
         self.queue: asyncio.Queue[dict | None] = asyncio.Queue()
         self.task: asyncio.Task | None = None
+        self.last_state: dict[str, str] = {}
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._write(), name="session-recorder")
 
     def record(self, record: SessionRecord) -> None:
         """The service's on_change hook: snapshot now, write soon."""
-        self.queue.put_nowait(record.to_public())
+        snapshot = record.to_public()
+        changed = self.last_state.get(record.session_id) != record.state
+        if record.state == "ended":
+            self.last_state.pop(record.session_id, None)
+        else:
+            self.last_state[record.session_id] = record.state
+        if changed:
+            snapshot["_event"] = {"kind": record.state, "data": {
+                k: v for k, v in (("endReason", record.end_reason), ("endDetail", record.end_detail or None),
+                                  ("queuePosition", record.queue_position), ("start", snapshot["start"]))
+                if v is not None}}
+        self.queue.put_nowait(snapshot)
 
     async def _write(self) -> None:
         while (snapshot := await self.queue.get()) is not None:
+            event = snapshot.pop("_event", None)
             try:
                 await self.store.save_session(snapshot)
+                if event is not None:
+                    await self.store.add_event(snapshot["sessionId"], event["kind"], event["data"])
             except Exception as exc:  # noqa: BLE001 - a store hiccup must not end calls; it is logged
                 log.error("session %s: could not be stored: %s", snapshot["sessionId"], exc)
 
