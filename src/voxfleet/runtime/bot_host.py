@@ -127,9 +127,10 @@ class BotHost:
         self.session_id = message["session_id"]
         self.body = message.get("body")
         self.handler.update_ice_servers([IceServer(**s) for s in message.get("ice_servers") or []])
-        configure_logging(self.log_level, process=f"bot:{self.session_id}")
         self.assigned.set()
+        # Answer first: re-labelling the log handlers takes milliseconds the caller need not wait for.
         self.send("assigned", id=message.get("id"), session_id=self.session_id)
+        configure_logging(self.log_level, process=f"bot:{self.session_id}")
 
     def outcome(self) -> tuple[int, str, str]:
         if self.bot_task is None or self.bot_task.cancelled():
