@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from voxfleet import __version__
 from voxfleet.config import Settings
-from voxfleet.control.deployment import ops_router, session_ice_servers
+from voxfleet.control.deployment import SessionIceServers, ops_router
 from voxfleet.control.errors import error_response, install_error_handlers
 from voxfleet.control.auth import Auth
 from voxfleet.exceptions import RequestTooLarge, SessionNotFound
@@ -78,7 +78,7 @@ class OfferResponse(BaseModel):
 
 
 def create_app(settings: Settings, service: SessionService, auth: Auth, store: Store,
-               llm: Readiness | None = None) -> FastAPI:
+               ice: SessionIceServers, llm: Readiness | None = None) -> FastAPI:
     app = FastAPI(
         title="voxfleet",
         version=__version__,
@@ -109,7 +109,6 @@ def create_app(settings: Settings, service: SessionService, auth: Auth, store: S
                 return error_response(413, str(exc), exc.code)
         return await call_next(request)
 
-    ice = session_ice_servers(settings)  # TURN credentials minted per session; never the secret
     default_agent = settings.agents[0].name
 
     # -- Pipecat runner / Pipecat Cloud compatible routes --------------------------------
@@ -161,10 +160,11 @@ def create_app(settings: Settings, service: SessionService, auth: Auth, store: S
     @app.get("/v1/sessions", tags=["v1"], dependencies=private)
     async def list_sessions(limit: int = Query(default=50, ge=1, le=1000)) -> dict[str, Any]:
         """Live sessions, then the most recently ended ones (from the store: across restarts)."""
-        live = [r.to_public() for r in service.table.recent(limit) if r.state != "ended"]
+        in_memory = service.table.recent(limit)
+        live = [r.to_public() for r in in_memory if r.state != "ended"]
         seen = {s["sessionId"] for s in live}
         stored = [s for s in await store.list_sessions(limit) if s["sessionId"] not in seen]
-        recent = {r.session_id: r.to_public() for r in service.table.recent(limit) if r.state == "ended"}
+        recent = {r.session_id: r.to_public() for r in in_memory if r.state == "ended"}
         return {"sessions": (live + [recent.get(s["sessionId"], s) for s in stored])[:limit]}
 
     @app.get("/v1/sessions/{session_id}", tags=["v1"], dependencies=private)

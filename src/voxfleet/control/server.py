@@ -83,7 +83,7 @@ async def serve(settings: Settings, announce: Callable[[str], None] = print) -> 
     dispatcher.start()
     service.on_change = lifecycle_hook(settings, recorder, dispatcher)
     auth = Auth(store, settings.auth, {a.name for a in settings.agents if a.public})
-    app = create_app(settings, service, auth, store, llm)
+    app = create_app(settings, service, auth, store, ice, llm)  # TURN credentials minted per session
     server = uvicorn.Server(uvicorn.Config(
         app, host=settings.host, port=settings.port, log_config=None, lifespan="off",
         access_log=False, timeout_graceful_shutdown=5, **uvicorn_options(settings),

@@ -45,7 +45,6 @@ class LocalBot:
         self.session_id = session_id
         self.agent = agent
         self.info = BotInfo()
-        self.launched_at = time.monotonic()
         self.hello = asyncio.get_running_loop().create_future()
         self.warm_ready = asyncio.get_running_loop().create_future()
         self.on_assigned: Callable[[], None] = lambda: None
@@ -55,7 +54,6 @@ class LocalBot:
         self._reported: tuple[str, str] | None = None
         self._stop_reason: str | None = None
         self._exit = asyncio.get_running_loop().create_future()
-        self._link_lost = asyncio.Event()
 
     # -- messages from the bot process ------------------------------------------------------
     def attach(self, writer: asyncio.StreamWriter, pid: int) -> None:
@@ -88,7 +86,6 @@ class LocalBot:
             self._reported = (message.get("reason", "bot_ended"), message.get("detail", ""))
 
     def on_link_closed(self) -> None:
-        self._link_lost.set()
         for future in self._requests.values():
             if not future.done():
                 future.set_exception(BotError(f"bot {self.bot_id} (session {self.session_id}) went away"))
