@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from voxfleet.exceptions import ConfigError
@@ -117,6 +117,36 @@ class LLMSettings(BaseModel):
     local_port: int = Field(default=0, description="Port of the local llama.cpp server (0: pick one).")
     local_threads: int = Field(default=1, ge=1, description="CPU threads for the local LLM.")
     local_ctx: int = Field(default=2048, ge=256, description="Context length of the local LLM.")
+
+
+class TelephonySettings(BaseModel):
+    """Phone calls (Twilio media streams) and media WebSockets."""
+
+    when_busy: Literal["hold", "hangup"] = Field(
+        default="hold",
+        description="No capacity for a call: hold (the caller waits in the queue, hearing busy_message, "
+        "checked again every hold_check_s by TwiML <Redirect>, bounded by queue_wait_s) or hangup "
+        "(say busy_message, then end the call).",
+    )
+    busy_message: str = Field(
+        default="All of our agents are busy right now. Please hold, and we will be with you shortly.",
+        min_length=1, max_length=500, description="What a caller hears when no agent is free.",
+    )
+    goodbye_message: str = Field(
+        default="Sorry, no agent could take your call. Please call again later. Goodbye.",
+        min_length=1, max_length=500, description="What a caller hears before a call is ended unserved.",
+    )
+    hold_check_s: int = Field(default=2, ge=1, le=30, description="Seconds between checks while a call holds.")
+    stream_token_ttl_s: float = Field(
+        default=30.0, gt=0, le=600, description="Lifetime of a media stream's single-use token."
+    )
+    stream_token_secret: str | None = Field(
+        default=None, repr=False, min_length=16,
+        description="HMAC secret of stream tokens (default: random per run: tokens die with a restart).",
+    )
+    twilio_api_base: str | None = Field(
+        default=None, description="Base URL of Twilio's REST API (default: Twilio's own); for an emulator.",
+    )
 
 
 class Settings(BaseSettings):
@@ -250,6 +280,22 @@ class Settings(BaseSettings):
         default=None, description="Directory for control sockets (default: a fresh temp dir)."
     )
     log_level: str = Field(default="INFO", description="Log level of the control plane and bots.")
+    public_url: str | None = Field(
+        default=None,
+        description="voxfleet's URL as callers and Twilio reach it (behind a proxy or tunnel), e.g. "
+        "https://voice.example.com: the URL Twilio signs webhooks with and the base of stream URLs. "
+        "Default: taken from each request.",
+    )
+    twilio_auth_token: str | None = Field(
+        default=None, repr=False, validation_alias=AliasChoices("twilio_auth_token", "TWILIO_AUTH_TOKEN"),
+        description="Twilio's auth token (env TWILIO_AUTH_TOKEN): checks X-Twilio-Signature on voice webhooks.",
+    )
+    twilio_account_sid: str | None = Field(
+        default=None, validation_alias=AliasChoices("twilio_account_sid", "TWILIO_ACCOUNT_SID"),
+        description="Twilio account (env TWILIO_ACCOUNT_SID): with the auth token, voxfleet hangs up a call "
+        "through Twilio's REST API when its bot ends it.",
+    )
+    telephony: TelephonySettings = Field(default_factory=TelephonySettings)
 
     @model_validator(mode="after")
     def _agents_are_unique(self) -> "Settings":
@@ -260,6 +306,15 @@ class Settings(BaseSettings):
         if dupes:
             raise ValueError(f"agent names must be unique; repeated: {', '.join(dupes)}")
         return self
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url_is_http(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not re.match(r"^https?://[^/\s?#]+(/[^\s?#]*)?$", value):
+            raise ValueError(f"must be an http(s) URL without query, like https://voice.example.com (got {value!r})")
+        return value.rstrip("/")
 
     @field_validator("media_ports")
     @classmethod

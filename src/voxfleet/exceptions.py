@@ -20,7 +20,11 @@ only place that maps them to HTTP status codes.
     │   └── BotStartFailed
     ├── SignalingTimeout             the bot did not answer signaling in time    -> 504
     ├── MediaPortsExhausted          every UDP port of `media_ports` is in use   -> 503
-    └── TurnCheckFailed              a TURN server refused us (start-up check)
+    ├── TurnCheckFailed              a TURN server refused us (start-up check)
+    ├── TelephonySignatureInvalid    a telephony webhook not signed by the provider -> 403
+    └── StreamRejected               a media WebSocket we close          -> WS close code + reason
+        ├── StreamTokenInvalid       missing, forged, expired or reused stream token  (4003)
+        └── StreamProtocolError      a frame that breaks the provider's protocol      (1007/1008)
 """
 
 from __future__ import annotations
@@ -185,3 +189,37 @@ class TurnCheckFailed(VoxfleetError):
 
     def __str__(self) -> str:
         return f"ice_servers: TURN server {self.url}: {self.reason}"
+
+
+class TelephonySignatureInvalid(Forbidden):
+    """A telephony webhook whose signature does not verify (or cannot be checked)."""
+
+    code = "SIGNATURE_INVALID"
+
+
+class StreamRejected(VoxfleetError):
+    """A media WebSocket voxfleet closes; ``control/errors.py`` maps it to a close code."""
+
+    code = "STREAM_REJECTED"
+
+
+class StreamTokenInvalid(StreamRejected):
+    code = "STREAM_TOKEN_INVALID"
+
+
+class StreamProtocolError(StreamRejected):
+    """A frame that breaks the stream's protocol. Names the field and the value, like InvalidRequest."""
+
+    code = "STREAM_PROTOCOL_ERROR"
+
+    def __init__(self, field: str, value: Any, reason: str) -> None:
+        self.field = field
+        self.value = value
+        self.reason = reason
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        shown = repr(self.value)
+        if len(shown) > 40:
+            shown = shown[:37] + "..."
+        return f"{self.field}: {self.reason} (got {shown})"

@@ -41,7 +41,9 @@ from pipecat.runner.utils import create_transport
 from pipecat.services.openai.llm import OpenAILLMService
 from pipecat.services.piper.tts import PiperTTSService
 from pipecat.services.whisper.stt import WhisperSTTService
+from pipecat.serializers.protobuf import ProtobufFrameSerializer
 from pipecat.transports.base_transport import TransportParams
+from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams
 from pipecat.workers.runner import WorkerRunner
 
 from voxfleet.bots import models
@@ -197,7 +199,14 @@ async def bot(runner_args: RunnerArguments) -> None:
 
     transport = await create_transport(
         runner_args,
-        {"webrtc": lambda: TransportParams(audio_in_enabled=True, audio_out_enabled=True)},
+        {
+            "webrtc": lambda: TransportParams(audio_in_enabled=True, audio_out_enabled=True),
+            # phone calls: create_transport picks Twilio's serializer from the stream's start event
+            "twilio": lambda: FastAPIWebsocketParams(audio_in_enabled=True, audio_out_enabled=True),
+            "websocket": lambda: FastAPIWebsocketParams(
+                audio_in_enabled=True, audio_out_enabled=True, serializer=ProtobufFrameSerializer()
+            ),
+        },
     )
     context = LLMContext()
     user_aggregator, assistant_aggregator = LLMContextAggregatorPair(

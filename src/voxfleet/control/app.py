@@ -18,6 +18,7 @@ from voxfleet.config import Settings
 from voxfleet.control.deployment import SessionIceServers, ops_router
 from voxfleet.control.errors import error_response, install_error_handlers
 from voxfleet.control.auth import Auth
+from voxfleet.control.telephony import WS_PATH, base_url, stream_tokens, telephony_router, ws_base
 from voxfleet.exceptions import RequestTooLarge, SessionNotFound
 from voxfleet.scheduler.service import SessionService
 from voxfleet.storage.store import Store
@@ -37,7 +38,8 @@ class StartRequest(BaseModel):
     """Body of POST /start, as Pipecat's runner and client-js send it."""
 
     model_config = ConfigDict(extra="allow")
-    transport: Literal["webrtc"] = "webrtc"
+    transport: Literal["webrtc", "websocket"] = Field(
+        default="webrtc", description="webrtc (SmallWebRTC), or websocket: answer wsUrl + a single-use token.")
     body: dict[str, Any] | None = Field(default=None, description="Passed to the bot as runner_args.body.")
     agent: str | None = Field(default=None, description="voxfleet: which agent (default: the first).")
     enableDefaultIceServers: bool = False
@@ -66,6 +68,8 @@ class PatchRequest(BaseModel):
 
 class StartResponse(BaseModel):
     sessionId: str
+    wsUrl: str | None = None
+    token: str | None = None
     iceConfig: dict[str, Any] | None = None
     queued: bool = False
     queuePosition: int | None = None
@@ -110,6 +114,7 @@ def create_app(settings: Settings, service: SessionService, auth: Auth, store: S
         return await call_next(request)
 
     default_agent = settings.agents[0].name
+    tokens = stream_tokens(settings)
 
     # -- Pipecat runner / Pipecat Cloud compatible routes --------------------------------
     private = [Depends(auth.require_private)]
@@ -117,8 +122,12 @@ def create_app(settings: Settings, service: SessionService, auth: Auth, store: S
     async def start(request: StartRequest, agent: str, http_request: Request) -> StartResponse:
         await auth.require_start(http_request, agent)
         record = await service.start_session(agent, request.body or {}, transport=request.transport)
+        queued = {"queued": record.queue_position is not None, "queuePosition": record.queue_position}
+        if request.transport == "websocket":
+            return StartResponse(sessionId=record.session_id, token=tokens.mint(record.session_id),
+                                 wsUrl=ws_base(base_url(settings, http_request)) + WS_PATH, **queued)
         return StartResponse(sessionId=record.session_id, iceConfig={"iceServers": ice.for_session(record.session_id)},
-                             queued=record.queue_position is not None, queuePosition=record.queue_position)
+                             **queued)
 
     @app.post("/start", response_model=StartResponse, response_model_exclude_none=True, tags=["sessions"])
     async def start_session(request: StartRequest, http_request: Request) -> StartResponse:
@@ -202,6 +211,7 @@ def create_app(settings: Settings, service: SessionService, auth: Auth, store: S
         return JSONResponse(body, status_code=200 if ok else 503)
 
     app.include_router(ops_router())  # /livez
+    app.include_router(telephony_router(settings, service, tokens))
 
     # -- website ---------------------------------------------------------------------------
     @app.get("/", include_in_schema=False)

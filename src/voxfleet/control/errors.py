@@ -21,6 +21,9 @@ from voxfleet.exceptions import (
     RequestTooLarge,
     SessionConflict,
     SignalingTimeout,
+    StreamProtocolError,
+    StreamRejected,
+    StreamTokenInvalid,
     VoxfleetError,
 )
 
@@ -39,6 +42,21 @@ STATUS = (
     (BotError, 502),
     (MediaPortsExhausted, 503),
 )
+
+
+# WebSocket close codes: 4003 as Pipecat's runner uses for a refused token; 1007/1008 (RFC 6455)
+WS_CLOSE = (
+    (StreamTokenInvalid, 4003),
+    (StreamProtocolError, 1007),
+    (StreamRejected, 1008),
+    (VoxfleetError, 1011),
+)
+
+
+def ws_close_for(exc: VoxfleetError) -> tuple[int, str]:
+    """The close code and reason a media WebSocket gets for `exc`."""
+    code = next((code for kind, code in WS_CLOSE if isinstance(exc, kind)), 1011)
+    return code, f"{exc.code}: {exc}"[:120]
 
 
 def status_for(exc: VoxfleetError) -> int:

@@ -72,11 +72,13 @@ class BotHost:
         self.writer: asyncio.StreamWriter | None = None
         self.bot_task: asyncio.Task | None = None
         self.client_left = False
+        self.client_left_detail = ""
         self.stop_requested: str | None = None
         self.done = asyncio.Event()
         self.tasks: set[asyncio.Task] = set()
         self.observations: list[tuple[str, dict[str, Any]]] = []  # replayed to a new control plane
         self.reconnect_s = reconnect_s
+        self.stream: Any = None  # a RelayedWebSocket once a media WebSocket session opened
 
     REPLAYED = ("event", "turn", "transcript", "ttfb")
 
@@ -100,6 +102,10 @@ class BotHost:
                 task.cancel()
             await self.handler.close()
         code, reason, detail = self.outcome()
+        if self.stream is not None:
+            self.send("relay_stats", **self.stream.stats())
+            if not self.stream.closed_by_bot and self.stream.closed_by_peer is None:
+                self.send("ws_close", code=1000, reason=f"session ended ({reason})")
         self.send("ended", reason=reason, detail=detail)
         try:
             await self.writer.drain()
@@ -141,7 +147,7 @@ class BotHost:
             return 1, "bot_error", detail
         if self.stop_requested:
             return 0, self.stop_requested, ""
-        return 0, "hangup" if self.client_left else "bot_ended", ""
+        return 0, "hangup" if self.client_left else "bot_ended", self.client_left_detail
 
     async def read_control(self, reader: asyncio.StreamReader) -> None:
         while True:
@@ -186,6 +192,16 @@ class BotHost:
                     self.spawn(self.answer_offer(message))
                 elif kind == "ice":
                     self.spawn(self.add_candidates(message))
+                elif kind == "ws_in":
+                    if self.stream is not None:
+                        self.stream.deliver(message)
+                elif kind == "ws_open":
+                    self.spawn(self.open_stream(message))
+                elif kind == "ws_close":
+                    if self.stream is not None:
+                        self.client_left = True
+                        self.client_left_detail = message.get("reason", "")
+                        self.stream.peer_closed(int(message.get("code", 1000)))
                 elif kind == "stop":
                     self.stop(message.get("reason", "hangup"))
         except (ConnectionError, wire.WireError) as exc:
@@ -242,6 +258,28 @@ class BotHost:
             self.send("error", id=request_id, message=str(detail))
             return
         self.send("ice_ok", id=request_id)
+
+    async def open_stream(self, message: dict[str, Any]) -> None:
+        """A media WebSocket for this session (a phone call's stream, or a generic Pipecat
+        WebSocket client): run the bot on it with WebSocketRunnerArguments."""
+        from pipecat.runner.types import WebSocketRunnerArguments
+
+        from voxfleet.runtime.ws_relay import RelayedWebSocket
+
+        request_id = message["id"]
+        if self.stream is not None or self.bot_task is not None:
+            self.send("error", id=request_id, message="this session's bot is already connected")
+            return
+        self.stream = RelayedWebSocket(self.send, message)
+        await self.stream.websocket.accept()
+        runner_args = WebSocketRunnerArguments(
+            websocket=self.stream.websocket, body=self.body, session_id=self.session_id,
+            transport_type="websocket" if message.get("transport") == "websocket" else None,
+        )
+        self.bot_task = asyncio.create_task(self.bot(runner_args), name=f"bot:{self.session_id}")
+        self.bot_task.add_done_callback(self.bot_finished)
+        self.send("event", name="bot_started", at=time.time())
+        self.send("ws_opened", id=request_id)
 
     async def start_bot(self, connection: Any) -> None:
         from pipecat.runner.types import SmallWebRTCRunnerArguments

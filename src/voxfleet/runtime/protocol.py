@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from voxfleet.runtime.streams import RelayStream
+
 
 @dataclass(frozen=True)
 class BotExit:
@@ -44,6 +46,7 @@ class BotHandle(Protocol):
     agent: str
     session_id: str | None
     info: BotInfo
+    stream: RelayStream | None  # its media WebSocket, once open_stream was called
 
     async def assign(self, session_id: str, body: Any, timeout: float) -> None:
         """Hand a warm bot its session."""
@@ -53,6 +56,11 @@ class BotHandle(Protocol):
 
     async def add_ice_candidates(self, pc_id: str, candidates: list[dict[str, Any]], timeout: float) -> None:
         """Relay trickled ICE candidates ({candidate, sdp_mid, sdp_mline_index})."""
+
+    async def open_stream(self, request: dict[str, Any], timeout: float) -> RelayStream:
+        """Run the session's bot on a media WebSocket relayed through the control plane
+        ({transport: "twilio"|"websocket", path, headers, client}); frames then go through the
+        returned stream (``runtime.streams``)."""
 
     def memory_mb(self) -> float | None:
         """The bot's memory use (PSS, MiB), or None if unknown."""

@@ -33,6 +33,7 @@ from voxfleet.exceptions import (
 )
 from voxfleet.observability.metrics import Metrics
 from voxfleet.runtime.protocol import Backend, BotHandle
+from voxfleet.runtime.streams import RelayStream
 from voxfleet.scheduler.capacity import CapacityLedger, Profile
 from voxfleet.scheduler.forecast import ArrivalForecaster
 from voxfleet.scheduler.pool import AdmissionQueue, WarmPoolPolicy
@@ -214,18 +215,30 @@ class SessionService:
         bot = await self._bot_for(record, "add ICE candidates")
         await bot.add_ice_candidates(pc_id, candidates, self.limits.signaling_timeout)
 
-    async def hang_up(self, session_id: str) -> SessionRecord:
+    async def open_stream(self, session_id: str, request: dict[str, Any]) -> RelayStream:
+        """Connect a media WebSocket (phone call stream, generic WebSocket client) to the
+        session's bot; the caller's frames are then relayed through the returned stream."""
+        record = self.get(session_id)
+        bot = await self._bot_for(record, "open a media stream")
+        record.mark("stream_connected")
+        stream = await bot.open_stream(request, self.limits.signaling_timeout)
+        if record.activate():
+            record.mark("answered")
+            self.on_change(record)
+        return stream
+
+    async def hang_up(self, session_id: str, reason: str = "hangup") -> SessionRecord:
         record = self.get(session_id)
         if record.state == ENDED:
             return record
         if record.state == QUEUED:
-            self._expire_queued(session_id, "hangup", "hung up while queued")
+            self._expire_queued(session_id, reason, "hung up while queued")
             return record
         launched = self.bots.get(session_id)
         if launched is not None and launched.done() and not launched.exception():
-            await launched.result().stop("hangup")
+            await launched.result().stop(reason)
         else:
-            record.end("hangup", "hung up before the bot started")
+            record.end(reason, "hung up before the bot started")
         return record
 
     # -- admission --------------------------------------------------------------------------
@@ -335,7 +348,9 @@ class SessionService:
         for name, at in bot.info.events.items():
             if at >= record.created_at and name not in record.timings_ms:
                 record.mark(name, at)
-        record.first_audio_at = bot.info.events.get("first_audio")
+        record.first_audio_at = bot.info.events.get("first_audio") or record.first_audio_at
+        if bot.stream is not None:
+            record.relay_ms = bot.stream.stats()
         if record.end(result.reason, result.detail, result.exit_code, result.signal):
             log.info("session %s: ended (%s) %s", record.session_id, result.reason, result.detail)
         self._observe_latency(record)

@@ -29,6 +29,7 @@ END_REASONS = {
     "memory_limit": "the bot used more memory (PSS) than its profile reserves",
     "idle_timeout": "no packet from the caller for idle_timeout_s",
     "media_ports_exhausted": "every UDP port of media_ports was taken when the caller connected",
+    "protocol_error": "the caller's media stream sent a frame that breaks its protocol",
 }
 
 
@@ -49,6 +50,8 @@ class SessionRecord:
     queue_position: int | None = None
     ended_at: float | None = None
     first_audio_at: float | None = None
+    stream_started_at: float | None = None  # a media WebSocket's start: phone TTFW counts from here
+    relay_ms: dict[str, Any] = field(default_factory=dict)  # media WebSocket relay latency per frame
     turns_v2v_ms: list[float] = field(default_factory=list)
     transcript: list[dict[str, Any]] = field(default_factory=list)
     ttfb_s: dict[str, list[float]] = field(default_factory=dict)
@@ -110,11 +113,14 @@ class SessionRecord:
         return record
 
     def latency_summary(self) -> dict[str, Any]:
-        """TTFW (start request -> bot starts speaking, bot side), voice-to-voice per turn, and
-        each service's median time to first byte."""
+        """TTFW (start request -> bot starts speaking, bot side; for a phone call: the stream's
+        start event -> first non-silent audio sent to the caller), voice-to-voice per turn, each
+        service's median time to first byte, and a media WebSocket's relay latency per frame."""
         turns = sorted(self.turns_v2v_ms)
+        origin = self.stream_started_at or self.created_at
         return {
-            "ttfwMs": None if self.first_audio_at is None else round((self.first_audio_at - self.created_at) * 1000, 1),
+            "ttfwMs": None if self.first_audio_at is None else round((self.first_audio_at - origin) * 1000, 1),
+            **({"relayMs": self.relay_ms} if self.relay_ms else {}),
             "turnsV2vMs": list(self.turns_v2v_ms),
             "v2vP50Ms": turns[len(turns) // 2] if turns else None,
             "ttfbP50Ms": {name: round(sorted(v)[len(v) // 2] * 1000, 1) for name, v in self.ttfb_s.items() if v},

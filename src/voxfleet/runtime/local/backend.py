@@ -25,6 +25,7 @@ from voxfleet.runtime import wire
 from voxfleet.runtime.local.cgroups import CpuLimiter
 from voxfleet.runtime.local.node import pss_mb
 from voxfleet.runtime.protocol import BotExit, BotInfo
+from voxfleet.runtime.streams import RelayStream
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class LocalBot:
         self._reported: tuple[str, str] | None = None
         self._stop_reason: str | None = None
         self._exit = asyncio.get_running_loop().create_future()
+        self.stream: RelayStream | None = None
 
     # -- messages from the bot process ------------------------------------------------------
     def attach(self, writer: asyncio.StreamWriter, pid: int) -> None:
@@ -65,7 +67,10 @@ class LocalBot:
 
     def on_message(self, message: dict[str, Any]) -> None:
         kind = message["t"]
-        if kind in ("answer", "error", "ice_ok", "assigned"):
+        if kind in ("ws_out", "ws_close", "relay_stats"):
+            if self.stream is not None:
+                self.stream.on_bot_message(message)
+        elif kind in ("answer", "error", "ice_ok", "assigned", "ws_opened"):
             future = self._requests.pop(message.get("id", -1), None)
             if future is not None and not future.done():
                 future.set_result(message)
@@ -106,6 +111,8 @@ class LocalBot:
         else:
             result = BotExit("crashed", exit_code, None, f"exited with code {exit_code} without reporting")
         self.on_link_closed()
+        if self.stream is not None:
+            self.stream.on_bot_gone()
         for waiter in (self.hello, self.warm_ready):
             if not waiter.done():
                 waiter.set_exception(BotStartFailed(f"bot {self.bot_id} died at start: {result.detail}"))
@@ -149,6 +156,20 @@ class LocalBot:
         reply = await self._request("ice", timeout, pc_id=pc_id, candidates=candidates)
         if reply["t"] == "error":
             raise BotError(f"bot rejected the candidates: {reply.get('message', '')}")
+
+    async def open_stream(self, request: dict[str, Any], timeout: float) -> RelayStream:
+        """Start the session's bot on a relayed media WebSocket ({transport, path, headers, client})."""
+        if self.stream is not None:
+            raise BotError(f"session {self.session_id} already has a media stream")
+        self.stream = RelayStream(self._write)
+        reply = await self._request("ws_open", timeout, **request)
+        if reply["t"] == "error":
+            raise BotError(f"bot refused the media stream: {reply.get('message', '')}")
+        return self.stream
+
+    def _write(self, kind: str, **fields: Any) -> None:
+        if self._writer is not None and not self._writer.is_closing():
+            self._writer.write(wire.encode(kind, **fields))
 
     async def wait_exit(self) -> BotExit:
         return await asyncio.shield(self._exit)

@@ -1,0 +1,152 @@
+"""Relaying a caller's media WebSocket to its session's bot.
+
+The control plane keeps the caller's socket (so TLS, proxies and the single public port keep
+working, and the bot may run on another node) and moves frames both ways through the bot's
+``RelayStream``. Every inbound frame is checked at this edge first (for a phone call, against
+Twilio's documented protocol); a bad frame closes that one socket with a reason and ends that
+one session, nothing else. For phone calls the relay also measures time to first word: the
+stream's ``start`` event -> the first outbound ``media`` frame with non-silent audio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from voxfleet.control.errors import ws_close_for
+from voxfleet.exceptions import StreamProtocolError, StreamRejected
+from voxfleet.runtime.streams import RelayStream, StreamClosed
+from voxfleet.transports.twilio_media import TwilioStreamCheck, is_speech, outbound_audio
+
+log = logging.getLogger(__name__)
+
+MAX_FRAME_BYTES = 512 * 1024  # a relayed frame, base64-encoded, must fit the control link's line limit
+
+
+@dataclass
+class RelayEnd:
+    """Why a relay ended: who ended the call and how the session should record it."""
+
+    reason: str  # hangup (caller), bot_ended, protocol_error, idle_timeout
+    detail: str
+    by_bot: bool = False
+
+
+class GenericFrameCheck:
+    """Frames of a generic Pipecat WebSocket client (protobuf or JSON): only bounded in size."""
+
+    def check(self, frame: str | bytes) -> None:
+        size = len(frame)
+        if size > MAX_FRAME_BYTES:
+            raise StreamProtocolError("frame", f"{size} bytes", f"over the {MAX_FRAME_BYTES}-byte limit")
+
+
+async def receive_frame(websocket: WebSocket, timeout: float) -> str | bytes | None:
+    """The next frame from the caller; None when the caller closed the socket."""
+    message = await asyncio.wait_for(websocket.receive(), timeout)
+    if message["type"] == "websocket.disconnect":
+        return None
+    if message.get("bytes") is not None:
+        return message["bytes"]
+    return message.get("text") or ""
+
+
+async def close_caller(websocket: WebSocket, code: int, reason: str) -> None:
+    if websocket.application_state == WebSocketState.CONNECTED and websocket.client_state == WebSocketState.CONNECTED:
+        try:
+            await websocket.close(code, reason[:120])  # a close reason is at most 123 bytes
+        except (RuntimeError, OSError, WebSocketDisconnect):
+            pass
+
+
+async def reject(websocket: WebSocket, exc: StreamRejected) -> None:
+    """Close the caller's socket with the code and reason for `exc` (accepting it first, so the
+    reason reaches the client instead of a bare HTTP 403)."""
+    log.warning("media stream refused: %s", exc)
+    if websocket.application_state == WebSocketState.CONNECTING:
+        await websocket.accept()
+    code, reason = ws_close_for(exc)
+    await close_caller(websocket, code, reason)
+
+
+async def relay(
+    websocket: WebSocket,
+    stream: RelayStream,
+    check: TwilioStreamCheck | GenericFrameCheck,
+    *,
+    idle_timeout: float,
+    on_first_audio: Callable[[float], None] | None = None,
+) -> RelayEnd:
+    """Move frames both ways until the caller or the bot ends the call."""
+    to_bot = asyncio.create_task(_caller_to_bot(websocket, stream, check, idle_timeout), name="relay-in")
+    to_caller = asyncio.create_task(_bot_to_caller(websocket, stream, on_first_audio), name="relay-out")
+    done, pending = await asyncio.wait((to_bot, to_caller), return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    end: RelayEnd = next(iter(done)).result()
+    if end.by_bot:
+        await close_caller(websocket, 1000, end.detail)
+    return end
+
+
+async def _caller_to_bot(websocket: WebSocket, stream: RelayStream, check: TwilioStreamCheck | GenericFrameCheck,
+                         idle_timeout: float) -> RelayEnd:
+    while True:
+        try:
+            frame = await receive_frame(websocket, idle_timeout)
+        except asyncio.TimeoutError:
+            stream.close(1001, "caller idle")
+            await close_caller(websocket, 1001, f"no frame for {idle_timeout:.0f}s")
+            return RelayEnd("idle_timeout", f"no frame from the caller for {idle_timeout:.0f}s")
+        except (WebSocketDisconnect, RuntimeError, OSError) as exc:
+            stream.close(1006, f"caller's socket failed: {exc}")
+            return RelayEnd("hangup", f"caller's socket failed: {exc}")
+        if frame is None:
+            stream.close(1000, "caller closed the stream")
+            return RelayEnd("hangup", "caller closed the stream")
+        try:
+            message = check.check(frame)
+        except StreamProtocolError as exc:
+            code, reason = ws_close_for(exc)
+            await close_caller(websocket, code, reason)
+            return RelayEnd("protocol_error", str(exc))
+        stream.send(frame)
+        if message is not None and message.get("event") == "stop":
+            stream.close(1000, "caller sent stop")
+            await close_caller(websocket, 1000, "stream stopped")
+            return RelayEnd("hangup", "caller sent stop")
+
+
+async def _bot_to_caller(websocket: WebSocket, stream: RelayStream,
+                         on_first_audio: Callable[[float], None] | None) -> RelayEnd:
+    while True:
+        frame = await stream.receive()
+        if isinstance(frame, StreamClosed):
+            return RelayEnd("bot_ended", frame.reason, by_bot=True)
+        if on_first_audio is not None:
+            audio = outbound_audio(frame)
+            if audio is not None and is_speech(audio):
+                on_first_audio(time.time())
+                on_first_audio = None
+        try:
+            if isinstance(frame, bytes):
+                await websocket.send_bytes(frame)
+            else:
+                await websocket.send_text(frame)
+        except (WebSocketDisconnect, RuntimeError, OSError) as exc:
+            stream.close(1006, f"caller's socket failed: {exc}")
+            return RelayEnd("hangup", f"caller's socket failed: {exc}")
+
+
+def without_token(start_frame: str) -> str:
+    """The start message as the bot sees it: the single-use token stays at the edge."""
+    message = json.loads(start_frame)
+    message.get("start", {}).get("customParameters", {}).pop("token", None)
+    return json.dumps(message)

@@ -1,0 +1,85 @@
+"""The control plane's end of a relayed media WebSocket (see ``ws_relay`` for the bot's end).
+
+A backend's bot handle owns at most one :class:`RelayStream`: frames from the caller go to the
+bot with ``send``; what the bot sends comes out of ``receive`` until a :class:`StreamClosed`.
+Outbound frames carry the bot's ``time.monotonic()``, so the relay's added latency per frame is
+measured here (``outbound_ms``); the bot measures the inbound direction and reports it at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+Write = Callable[..., None]  # (kind, **fields) -> None: one message to the bot
+
+
+@dataclass(frozen=True)
+class StreamClosed:
+    code: int
+    reason: str
+
+
+class RelayStream:
+    def __init__(self, write: Write) -> None:
+        self._write = write
+        self._outbox: asyncio.Queue[str | bytes | StreamClosed] = asyncio.Queue()
+        self.closed: StreamClosed | None = None
+        self.outbound_ms: list[float] = []
+        self.inbound_stats: dict[str, Any] = {}
+
+    # -- caller -> bot ----------------------------------------------------------------------
+    def send(self, frame: str | bytes) -> None:
+        if self.closed is not None:
+            return
+        if isinstance(frame, bytes):
+            self._write("ws_in", bytes=base64.b64encode(frame).decode(), at=time.monotonic())
+        else:
+            self._write("ws_in", text=frame, at=time.monotonic())
+
+    def close(self, code: int = 1000, reason: str = "caller closed the stream") -> None:
+        """The caller hung up (or we closed the caller's socket): tell the bot."""
+        if self.closed is None:
+            self._write("ws_close", code=code, reason=reason)
+            self._finish(StreamClosed(code, reason))
+
+    # -- bot -> caller ----------------------------------------------------------------------
+    async def receive(self) -> str | bytes | StreamClosed:
+        return await self._outbox.get()
+
+    def on_bot_message(self, message: dict[str, Any]) -> None:
+        kind = message["t"]
+        if kind == "ws_out":
+            sent_at = message.get("at")
+            if sent_at is not None:
+                self.outbound_ms.append((time.monotonic() - sent_at) * 1000)
+            frame = base64.b64decode(message["bytes"]) if "bytes" in message else message.get("text", "")
+            self._outbox.put_nowait(frame)
+        elif kind == "ws_close":
+            self._finish(StreamClosed(int(message.get("code", 1000)), message.get("reason") or "bot closed"))
+        elif kind == "relay_stats":
+            self.inbound_stats = {k: v for k, v in message.items() if k != "t"}
+
+    def on_bot_gone(self) -> None:
+        self._finish(StreamClosed(1000, "session ended"))
+
+    def _finish(self, closed: StreamClosed) -> None:
+        if self.closed is None:
+            self.closed = closed
+            self._outbox.put_nowait(closed)
+
+    def stats(self) -> dict[str, Any]:
+        """Relay latency per frame, ms: inbound (caller -> bot) and outbound (bot -> caller)."""
+        return {"inbound": dict(self.inbound_stats), "outbound": percentiles(self.outbound_ms)}
+
+
+def percentiles(samples_ms: list[float]) -> dict[str, Any]:
+    samples = sorted(samples_ms)
+    if not samples:
+        return {"frames": 0}
+    pick = lambda q: round(samples[min(len(samples) - 1, int(q * len(samples)))], 3)  # noqa: E731
+    return {"frames": len(samples), "p50": pick(0.5), "p95": pick(0.95), "p99": pick(0.99)}
