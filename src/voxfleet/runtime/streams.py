@@ -60,7 +60,7 @@ class RelayStream:
             frame = base64.b64decode(message["bytes"]) if "bytes" in message else message.get("text", "")
             self._outbox.put_nowait(frame)
         elif kind == "ws_close":
-            self._finish(StreamClosed(int(message.get("code", 1000)), message.get("reason") or "bot closed"))
+            self._finish(StreamClosed(int(message.get("code", 1000)), message.get("reason") or "the bot ended the call"))
         elif kind == "relay_stats":
             self.inbound_stats = {k: v for k, v in message.items() if k != "t"}
 
