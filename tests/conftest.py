@@ -66,10 +66,16 @@ class Server:
                 self.proc.wait()
 
 
+# Twilio credentials of the tests' calls (no request leaves this machine; see test_telephony.py)
+TWILIO_AUTH_TOKEN = "test-auth-token-0123456789"
+TWILIO_ACCOUNT_SID = "AC" + "1" * 32
+TWILIO_ENV = {"TWILIO_AUTH_TOKEN": TWILIO_AUTH_TOKEN, "TWILIO_ACCOUNT_SID": TWILIO_ACCOUNT_SID}
+
+
 @pytest.fixture(scope="session")
 def assistant_server():
-    """The default offline assistant, as `voxfleet serve` runs it."""
-    server = Server()
+    """The default offline assistant, as `voxfleet serve` runs it (answering phone calls too)."""
+    server = Server(env=TWILIO_ENV)
     yield server
     server.stop()
     (ARTIFACTS / "assistant-server.log").write_text("\n".join(server.log_lines))

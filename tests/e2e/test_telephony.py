@@ -16,18 +16,17 @@ import numpy as np
 import pytest
 import websockets
 
-from tests.conftest import Server, wait_for
+from tests.conftest import TWILIO_ACCOUNT_SID as ACCOUNT
+from tests.conftest import TWILIO_AUTH_TOKEN as AUTH_TOKEN
+from tests.conftest import TWILIO_ENV, Server, wait_for
 from voxfleet.clients.twilio_caller import TwilioCaller, WebhookRefused, sid
 from voxfleet.transports.stream_tokens import StreamTokens
 
 pytestmark = pytest.mark.e2e
 
 TONE_BOT = str(Path(__file__).parents[2] / "src/voxfleet/bots/tone.py")
-AUTH_TOKEN = "test-auth-token-0123456789"
-ACCOUNT = "AC" + "1" * 32
 SECRET = "stream-token-secret-for-tests"
-TWILIO_ENV = {"TWILIO_AUTH_TOKEN": AUTH_TOKEN, "TWILIO_ACCOUNT_SID": ACCOUNT,
-              "VOXFLEET_TELEPHONY__STREAM_TOKEN_SECRET": SECRET}
+TWILIO_ENV = {**TWILIO_ENV, "VOXFLEET_TELEPHONY__STREAM_TOKEN_SECRET": SECRET}
 
 
 class FakeTwilioAPI:
@@ -278,3 +277,31 @@ async def test_at_capacity_callers_can_be_told_goodbye():
         assert any(s["endReason"] == "busy" and s["transport"] == "twilio" for s in sessions)
     finally:
         server.stop()
+
+
+async def test_generic_websocket_session_with_pipecat_protobuf_frames(phone_server):
+    from voxfleet.clients.ws_client import call, start_websocket_session
+
+    result = await call(phone_server.url, [], listen_s=6)
+    assert result.ttfw_ms is not None and result.sample_rate
+    pcm = result.pcm16().astype(float)
+    window = pcm[: result.sample_rate // 2]
+    assert abs(np.argmax(np.abs(np.fft.rfft(window))) * result.sample_rate / window.size - 440) < 10
+    record = await session_of(phone_server, result.session_id)
+    assert record["transport"] == "websocket" and record["endReason"] == "hangup"
+    assert record["latency"]["relayMs"]["outbound"]["frames"] > 0
+
+    # the token is single-use, and required
+    started = await start_websocket_session(phone_server.url)
+    ws_url = started["wsUrl"]
+    for url, reason in ((ws_url, "stream token missing"), (f"{ws_url}?token=nonsense", "malformed")):
+        async with websockets.connect(url) as ws:
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 5)
+        assert ws.close_code == 4003 and reason in ws.close_reason
+    async with websockets.connect(f"{ws_url}/{started['token']}") as ws:  # the token in the path works too
+        await asyncio.wait_for(ws.recv(), 5)
+    async with websockets.connect(f"{ws_url}?token={started['token']}") as ws:
+        with pytest.raises(websockets.ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 5)
+    assert ws.close_code == 4003 and "already used" in ws.close_reason

@@ -22,6 +22,7 @@ import numpy as np
 import websockets
 from twilio.request_validator import RequestValidator
 
+from voxfleet.clients.conversation import Pacer, converse
 from voxfleet.transports.twilio_media import FRAME_BYTES, is_speech, pcm16_to_ulaw, ulaw_to_pcm16
 
 SILENCE = b"\xff" * FRAME_BYTES  # mu-law digital silence, 20 ms
@@ -133,7 +134,10 @@ class TwilioCaller:
             started = time.monotonic()
             listener = asyncio.create_task(self._listen(ws, result, started, stream_sid))
             try:
-                await self._talk(ws, result, started, stream_sid, speech, listen_s, after_greeting)
+                frames = _MediaFrames(ws, stream_sid)
+                result.v2v_ms = await converse(Pacer(frames.send), [pcm16_to_ulaw(s) for s in speech], SILENCE,
+                                               result.speech_at, started, listen_s=listen_s,
+                                               after_greeting=after_greeting)
                 if send_stop:
                     await ws.send(json.dumps({"event": "stop", "sequenceNumber": "9999", "streamSid": stream_sid,
                                               "stop": {"accountSid": self.account_sid, "callSid": call_sid}}))
@@ -144,31 +148,6 @@ class TwilioCaller:
                 listener.cancel()
             result.close_code, result.close_reason = ws.close_code, ws.close_reason or ""
         return result
-
-    async def _talk(self, ws: Any, result: CallResult, started: float, stream_sid: str,
-                    speech: list[np.ndarray], listen_s: float, after_greeting: bool) -> None:
-        """Stream 20 ms frames in real time: silence, or the next utterance once the bot is quiet."""
-        frames = _Frames(ws, stream_sid)
-        deadline = started + listen_s
-        if after_greeting:
-            while time.monotonic() < deadline and not self._spoke_since(result, started, 0.0):
-                await frames.send(SILENCE)
-        for utterance in speech:
-            ulaw = pcm16_to_ulaw(utterance)
-            for i in range(0, len(ulaw), FRAME_BYTES):
-                await frames.send(ulaw[i:i + FRAME_BYTES].ljust(FRAME_BYTES, b"\xff"))
-            said_at = time.monotonic() - started
-            while time.monotonic() < deadline and not self._spoke_since(result, started, said_at):
-                await frames.send(SILENCE)
-            if result.speech_at and result.speech_at[-1] > said_at:
-                result.v2v_ms.append(round((next(t for t in result.speech_at if t > said_at) - said_at) * 1000, 1))
-
-    @staticmethod
-    def _spoke_since(result: CallResult, started: float, since: float, gap_s: float = 1.0) -> bool:
-        """The bot spoke after `since` and has been quiet for `gap_s` (its turn is over)."""
-        if not result.speech_at or result.speech_at[-1] <= since:
-            return False
-        return time.monotonic() - started - result.speech_at[-1] > gap_s
 
     async def _listen(self, ws: Any, result: CallResult, started: float, stream_sid: str) -> None:
         async for raw in ws:
@@ -190,13 +169,10 @@ class TwilioCaller:
                 result.clears += 1
 
 
-class _Frames:
-    """Paces outbound media frames at Twilio's 20 ms cadence."""
-
+class _MediaFrames:
     def __init__(self, ws: Any, stream_sid: str) -> None:
         self.ws, self.stream_sid = ws, stream_sid
         self.seq, self.chunk = 2, 0
-        self.next_at = time.monotonic()
 
     async def send(self, payload: bytes) -> None:
         self.chunk += 1
@@ -205,8 +181,6 @@ class _Frames:
                                                  "timestamp": str(self.chunk * 20),
                                                  "payload": base64.b64encode(payload).decode()}}))
         self.seq += 1
-        self.next_at += 0.02
-        await asyncio.sleep(max(0.0, self.next_at - time.monotonic()))
 
 
 class WebhookRefused(Exception):

@@ -272,6 +272,7 @@ class BotHost:
             return
         self.stream = RelayedWebSocket(self.send, message)
         await self.stream.websocket.accept()
+        self.observe_websocket_rtvi()
         runner_args = WebSocketRunnerArguments(
             websocket=self.stream.websocket, body=self.body, session_id=self.session_id,
             transport_type="websocket" if message.get("transport") == "websocket" else None,
@@ -311,16 +312,39 @@ class BotHost:
         bot-started-speaking (voice-to-voice, as the bot sees it); ttfb: each service's
         time to first byte from RTVI metrics; transcript: final user transcriptions and bot output."""
         send = connection.send_app_message
-        state = {"user_stopped": None, "first_audio": False, "last_bot_text": None}
+        observe = self.rtvi_observer()
 
         def observed(message: Any) -> Any:
+            observe(message)
+            return send(message)
+
+        connection.send_app_message = observed
+
+    def observe_websocket_rtvi(self) -> None:
+        """The same for a media WebSocket session. Telephony serializers drop RTVI messages (a
+        phone cannot show them), so they are read where the transport hands them to its serializer:
+        this process hosts one session, so the class of Pipecat's WebSocket output is wrapped here."""
+        from pipecat.transports.websocket.fastapi import FastAPIWebsocketOutputTransport
+
+        send_message = FastAPIWebsocketOutputTransport.send_message
+        observe = self.rtvi_observer()
+
+        async def observed(transport: Any, frame: Any) -> None:
+            observe(getattr(frame, "message", None))
+            await send_message(transport, frame)
+
+        FastAPIWebsocketOutputTransport.send_message = observed  # type: ignore[method-assign]
+
+    def rtvi_observer(self) -> Callable[[Any], None]:
+        state: dict[str, Any] = {"user_stopped": None, "first_audio": False, "last_bot_text": None}
+
+        def observe(message: Any) -> None:
             try:
                 self.on_rtvi(message, state)
             except Exception as exc:  # noqa: BLE001 - observing must never break the call
                 log.debug("session %s: RTVI observation failed: %s", self.session_id, exc)
-            return send(message)
 
-        connection.send_app_message = observed
+        return observe
 
     def on_rtvi(self, message: Any, state: dict[str, Any]) -> None:
         if not isinstance(message, dict) or message.get("label") != "rtvi-ai":

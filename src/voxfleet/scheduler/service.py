@@ -348,7 +348,7 @@ class SessionService:
         for name, at in bot.info.events.items():
             if at >= record.created_at and name not in record.timings_ms:
                 record.mark(name, at)
-        record.first_audio_at = bot.info.events.get("first_audio") or record.first_audio_at
+        record.first_audio_at = record.first_audio_at or bot.info.events.get("first_audio")  # phone: set by the relay
         if bot.stream is not None:
             record.relay_ms = bot.stream.stats()
         if record.end(result.reason, result.detail, result.exit_code, result.signal):
