@@ -123,6 +123,14 @@ def cmd_bench_start(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_phone(args: argparse.Namespace) -> int:
+    from voxfleet.clients.bench_phone import run_phone_bench
+
+    report = asyncio.run(run_phone_bench(calls=args.calls, include_peer=not args.no_peer, speech_text=args.question))
+    print(json.dumps(report, indent=2) if args.json else report["text"])
+    return 0
+
+
 def cmd_service(args: argparse.Namespace) -> int:
     import os
 
@@ -219,6 +227,13 @@ def main(argv: list[str] | None = None) -> int:
     start.add_argument("-n", "--sessions", type=int, default=20)
     start.add_argument("--json", action="store_true")
     start.set_defaults(func=cmd_bench_start)
+    phone = bench_sub.add_parser("phone", help="phone calls: TTFW warm/cold, V2V, relay latency per frame, "
+                                               "vs Pipecat's dev runner")
+    phone.add_argument("-n", "--calls", type=int, default=10)
+    phone.add_argument("--no-peer", action="store_true", help="skip the Pipecat dev-runner run")
+    phone.add_argument("--question", default="What is the capital of France?")
+    phone.add_argument("--json", action="store_true")
+    phone.set_defaults(func=cmd_bench_phone)
 
     from voxfleet.sim.cli import add_simulate_parser
 

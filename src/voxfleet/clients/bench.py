@@ -116,23 +116,30 @@ async def run_series(name: str, url: str, sessions: int, question, watch_pid: in
     }
 
 
-async def run_ttfw_bench(sessions: int, bot: str | None, include_peer: bool, speech_text: str) -> dict[str, Any]:
-    advertise_addresses(["127.0.0.1"])
-    question = speak(speech_text)
-    bot_ref = bot or "voxfleet.bots.assistant"
+async def shared_llm() -> tuple[LocalLLMServer, dict[str, str], dict[str, str]]:
+    """One LLM process for both servers of a comparison: (server, env for a Pipecat runner's bot,
+    env for voxfleet serve)."""
     llm = LocalLLMServer(model="gemma3-270m", alias="gemma3-270m", port=0, threads=1, ctx=2048,
                          cache_dir=Path.home() / ".cache" / "voxfleet" / "models",
                          warm_up_messages=warm_up_messages())
     await llm.start()
-    llm_env = {"OPENAI_BASE_URL": llm.base_url, "OPENAI_API_KEY": "not-needed", "OPENAI_MODEL": llm.alias}
+    bot_env = {"OPENAI_BASE_URL": llm.base_url, "OPENAI_API_KEY": "not-needed", "OPENAI_MODEL": llm.alias}
+    serve_env = {"VOXFLEET_LLM__BASE_URL": llm.base_url, "VOXFLEET_LLM__MODEL": llm.alias}
+    return llm, bot_env, serve_env
+
+
+async def run_ttfw_bench(sessions: int, bot: str | None, include_peer: bool, speech_text: str) -> dict[str, Any]:
+    advertise_addresses(["127.0.0.1"])
+    question = speak(speech_text)
+    bot_ref = bot or "voxfleet.bots.assistant"
+    llm, llm_env, serve_env = await shared_llm()
     report: dict[str, Any] = {"bot": bot_ref, "sessions": sessions, "question": speech_text}
     try:
         serve_args = [sys.executable, "-m", "voxfleet.cli", "serve", "--port", "0", "--advertise", "127.0.0.1",
                       "--log-level", "WARNING"]
         if bot:
             serve_args += ["--bot", bot]
-        voxfleet = Served(serve_args, {"VOXFLEET_LLM__BASE_URL": llm.base_url, "VOXFLEET_LLM__MODEL": llm.alias,
-                                       "VOXFLEET_CONFIG": "/nonexistent.toml"},
+        voxfleet = Served(serve_args, {**serve_env, "VOXFLEET_CONFIG": "/nonexistent.toml"},
                           ready=r"voxfleet: ready, open (http://\S+)")
         try:
             url = await voxfleet.wait_ready()
