@@ -39,18 +39,23 @@ def question_wav(tmp_path_factory):
     return str(path)
 
 
-def test_website_call_shows_greeting_and_ttfw(assistant_server, question_wav):
+@pytest.mark.parametrize("transport", ["webrtc", "websocket"])
+def test_website_call_shows_greeting_and_ttfw(assistant_server, question_wav, transport):
+    """The official Pipecat client in the page: SmallWebRTC, or the WebSocket transport with
+    Pipecat's protobuf frames (?transport=websocket)."""
     from playwright.sync_api import expect, sync_playwright
 
+    suffix = "" if transport == "webrtc" else "-websocket"
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=chromium_args(question_wav))
         page = browser.new_page(viewport={"width": 1200, "height": 760})
         console: list[str] = []
         page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
         try:
-            page.goto(assistant_server.url + "/")
+            page.goto(assistant_server.url + ("/" if transport == "webrtc" else "/?transport=websocket"))
             expect(page.locator("#agent option")).to_have_count(1)
-            page.screenshot(path=str(ARTIFACTS / "website-idle.png"))
+            assert page.locator("body").get_attribute("data-transport") == transport
+            page.screenshot(path=str(ARTIFACTS / f"website-idle{suffix}.png"))
             page.click("#talk")
             greeting = page.locator(".line.bot p").first
             expect(greeting).to_contain_text("offline voice assistant", timeout=30_000)
@@ -61,11 +66,14 @@ def test_website_call_shows_greeting_and_ttfw(assistant_server, question_wav):
             # The browser's microphone (the WAV) reaches Whisper and comes back as the user line.
             expect(page.locator(".line.user p").first).to_contain_text("France", timeout=30_000)
             page.wait_for_timeout(2500)
-            page.screenshot(path=str(ARTIFACTS / "website-call.png"))
+            page.screenshot(path=str(ARTIFACTS / f"website-call{suffix}.png"))
+            session_id = page.locator("#session").get_attribute("title")
             page.click("#talk")
             expect(page.locator("#talk-label")).to_have_text("Talk")
+            with assistant_server.client() as http:
+                assert http.get(f"/v1/sessions/{session_id}").json()["transport"] == transport
         finally:
-            (ARTIFACTS / "website-console.log").write_text("\n".join(console))
+            (ARTIFACTS / f"website-console{suffix}.log").write_text("\n".join(console))
             browser.close()
 
 

@@ -1,7 +1,33 @@
-// voxfleet website: talk to an agent over WebRTC with the official Pipecat client.
+// voxfleet website: talk to an agent with the official Pipecat client, over WebRTC (default) or
+// over a WebSocket with Pipecat's protobuf frames (?transport=websocket).
 // Bundled at setup by esbuild (web/package.json); the libraries come from the npm registry.
 import { PipecatClient } from "@pipecat-ai/client-js";
 import { SmallWebRTCTransport, WavMediaManager } from "@pipecat-ai/small-webrtc-transport";
+import {
+  ProtobufFrameSerializer,
+  WebSocketTransport,
+  WavMediaManager as WsWavMediaManager,
+} from "@pipecat-ai/websocket-transport";
+
+const TRANSPORT = new URLSearchParams(location.search).get("transport") === "websocket" ? "websocket" : "webrtc";
+document.body.dataset.transport = TRANSPORT;
+if (TRANSPORT === "websocket") {
+  document.getElementById("transport-name").textContent = "WebSocket";
+  Object.assign(document.getElementById("transport-switch"), { href: "?", textContent: "use WebRTC" });
+}
+
+function makeTransport() {
+  if (TRANSPORT === "websocket") {
+    return new WebSocketTransport({
+      serializer: new ProtobufFrameSerializer(),
+      // the recorder must run at the rate the transport labels its audio with (16 kHz)
+      mediaManager: new WsWavMediaManager(undefined, 16000),
+      recorderSampleRate: 16000,
+      playerSampleRate: 24000,
+    });
+  }
+  return new SmallWebRTCTransport({ mediaManager: new WavMediaManager() });
+}
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -157,7 +183,7 @@ async function talk() {
   ui.agent.disabled = true;
 
   client = new PipecatClient({
-    transport: new SmallWebRTCTransport({ mediaManager: new WavMediaManager() }),
+    transport: makeTransport(),
     enableMic: true,
     enableCam: false,
     callbacks: {
@@ -165,14 +191,20 @@ async function talk() {
         if (s === "connected" || s === "ready") setState("Live — speak any time", "live");
       },
       onBotStarted: (started) => {
-        sessionId = started?.sessionId ?? null;
+        // a WebSocket start answers {wsUrl, token}; the token begins with the session id
+        sessionId = started?.sessionId ?? started?.token?.split(".")[0] ?? null;
         if (sessionId) ui.session.textContent = sessionId.slice(0, 8);
         ui.session.title = sessionId ?? "";
         if (started?.queued) followQueue(sessionId, started.queuePosition);
       },
       onUserTranscript,
       onBotOutput,
-      onBotStartedSpeaking: () => ui.state.classList.add("speaking"),
+      onBotStartedSpeaking: () => {
+        ui.state.classList.add("speaking");
+        // Over a WebSocket the audio plays inside the client library, with no track to measure:
+        // the first word is the bot's first bot-started-speaking event.
+        if (TRANSPORT === "websocket") markFirstWord();
+      },
       onBotStoppedSpeaking: () => {
         ui.state.classList.remove("speaking");
         botBubble = null;
@@ -189,7 +221,7 @@ async function talk() {
     await client.startBotAndConnect({
       endpoint: "/start",
       headers: new Headers(authHeaders()),
-      requestData: { transport: "webrtc", agent: ui.agent.value, body: {} },
+      requestData: { transport: TRANSPORT, agent: ui.agent.value, body: {} },
     });
   } catch (e) {
     const detail = e?.message || e?.data?.error || String(e);

@@ -43,7 +43,7 @@ async def start_websocket_session(base_url: str, agent: str | None = None, body:
     async with httpx.AsyncClient(base_url=base_url, timeout=15, headers=headers) as http:
         response = await http.post("/start", json={"transport": "websocket", "agent": agent, "body": body or {}})
         response.raise_for_status()
-        return response.json()
+        return {**response.json(), "sessionId": response.headers["X-Voxfleet-Session-Id"]}
 
 
 async def call(base_url: str, speech: list[np.ndarray], *, agent: str | None = None, listen_s: float = 20.0,

@@ -67,9 +67,10 @@ class PatchRequest(BaseModel):
 
 
 class StartResponse(BaseModel):
+    """For {"transport": "websocket"} the body is {wsUrl, token} and the session id comes in the
+    X-Voxfleet-Session-Id header (the official WebSocket client accepts no other keys)."""
+
     sessionId: str
-    wsUrl: str | None = None
-    token: str | None = None
     iceConfig: dict[str, Any] | None = None
     queued: bool = False
     queuePosition: int | None = None
@@ -119,13 +120,19 @@ def create_app(settings: Settings, service: SessionService, auth: Auth, store: S
     # -- Pipecat runner / Pipecat Cloud compatible routes --------------------------------
     private = [Depends(auth.require_private)]
 
-    async def start(request: StartRequest, agent: str, http_request: Request) -> StartResponse:
+    async def start(request: StartRequest, agent: str, http_request: Request) -> StartResponse | JSONResponse:
         await auth.require_start(http_request, agent)
         record = await service.start_session(agent, request.body or {}, transport=request.transport)
         queued = {"queued": record.queue_position is not None, "queuePosition": record.queue_position}
         if request.transport == "websocket":
-            return StartResponse(sessionId=record.session_id, token=tokens.mint(record.session_id),
-                                 wsUrl=ws_base(base_url(settings, http_request)) + WS_PATH, **queued)
+            # Exactly {wsUrl, token}: @pipecat-ai/websocket-transport refuses any other key in the
+            # parameters startBotAndConnect hands it. The session id (also the token's first
+            # part) and the queue position travel as headers.
+            headers = {"X-Voxfleet-Session-Id": record.session_id}
+            if record.queue_position is not None:
+                headers["X-Voxfleet-Queue-Position"] = str(record.queue_position)
+            return JSONResponse({"wsUrl": ws_base(base_url(settings, http_request)) + WS_PATH,
+                                 "token": tokens.mint(record.session_id)}, headers=headers)
         return StartResponse(sessionId=record.session_id, iceConfig={"iceServers": ice.for_session(record.session_id)},
                              **queued)
 
