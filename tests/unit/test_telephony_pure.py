@@ -142,3 +142,32 @@ def test_twiml_parsing_of_what_we_answer():
                          '<Redirect method="POST">https://x/v1/telephony/twilio/a?session=1</Redirect></Response>')
     assert answer.says == ["Busy"] and answer.pause_s == 2 and answer.redirect.endswith("session=1")
     assert not answer.hangup and answer.stream_url is None
+
+
+@pytest.mark.parametrize("overrides, names", [
+    ({"public_url": "ftp://voice.example.com"}, "public_url"),
+    ({"public_url": "https://voice.example.com/?x=1"}, "public_url"),
+    ({"telephony": {"when_busy": "maybe"}}, "telephony.when_busy"),
+    ({"telephony": {"hold_check_s": 0}}, "telephony.hold_check_s"),
+    ({"telephony": {"stream_token_secret": "short"}}, "telephony.stream_token_secret"),
+])
+def test_bad_telephony_settings_name_the_field(overrides, names, monkeypatch):
+    from voxfleet.config import load_settings
+    from voxfleet.exceptions import ConfigError
+
+    monkeypatch.setenv("VOXFLEET_CONFIG", "/nonexistent.toml")
+    with pytest.raises(ConfigError, match=names.replace(".", r"\.")):
+        load_settings(**overrides)
+
+
+def test_twilio_credentials_come_from_twilios_own_variables(monkeypatch):
+    from voxfleet.config import load_settings
+
+    monkeypatch.setenv("VOXFLEET_CONFIG", "/nonexistent.toml")
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", "s3cr3t-auth")
+    monkeypatch.setenv("TWILIO_ACCOUNT_SID", "AC1")
+    monkeypatch.setenv("VOXFLEET_PUBLIC_URL", "https://voice.example.com/")
+    settings = load_settings()
+    assert (settings.twilio_auth_token, settings.twilio_account_sid) == ("s3cr3t-auth", "AC1")
+    assert settings.public_url == "https://voice.example.com"
+    assert "s3cr3t-auth" not in repr(settings)
