@@ -305,3 +305,15 @@ async def test_generic_websocket_session_with_pipecat_protobuf_frames(phone_serv
         with pytest.raises(websockets.ConnectionClosed):
             await asyncio.wait_for(ws.recv(), 5)
     assert ws.close_code == 4003 and "already used" in ws.close_reason
+
+
+async def test_caller_closing_the_socket_ends_the_session(phone_server):
+    caller = TwilioCaller(phone_server.url, AUTH_TOKEN, account_sid=ACCOUNT)
+    _call, answers = await caller.dial("tone")
+    url = phone_server.url.replace("http://", "ws://") + "/v1/telephony/twilio/stream"
+    async with websockets.connect(url) as ws:
+        await ws.send(CONNECTED)
+        await ws.send(START.replace("PARAMS", json.dumps(answers[-1].parameters)))
+        await asyncio.wait_for(ws.recv(), 10)  # the greeting starts: the call is up
+    record = await session_of(phone_server, answers[-1].parameters["session"])
+    assert record["endReason"] == "hangup" and record["endDetail"] == "caller closed the stream"
