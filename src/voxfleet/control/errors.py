@@ -21,6 +21,7 @@ from voxfleet.exceptions import (
     RequestTooLarge,
     SessionConflict,
     SignalingTimeout,
+    Unplaceable,
     VoxfleetError,
 )
 
@@ -35,6 +36,7 @@ STATUS = (
     (SessionConflict, 409),
     (NotReady, 503),
     (AtCapacity, 429),
+    (Unplaceable, 422),
     (SignalingTimeout, 504),
     (BotError, 502),
     (MediaPortsExhausted, 503),
