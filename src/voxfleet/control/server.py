@@ -23,7 +23,8 @@ from voxfleet.control.deployment import check_turn_servers, session_ice_servers,
 from voxfleet.observability.logs import resolve_log_format
 from voxfleet.runtime.local import node
 from voxfleet.runtime.local.backend import LocalBackend
-from voxfleet.scheduler.capacity import CapacityLedger, Resources, profile_named
+from voxfleet.scheduler.capacity import Resources, profile_named
+from voxfleet.scheduler.placement import LOCAL_REGION, ClusterLedger, Node
 from voxfleet.scheduler.pool import WarmPoolPolicy
 from voxfleet.scheduler.pool_sizing import PredictiveWarmPoolPolicy
 from voxfleet.scheduler.service import AgentPool, Limits, SessionService
@@ -195,7 +196,8 @@ def build_service(settings: Settings, backend: LocalBackend) -> SessionService:
                     queue_wait=settings.queue_wait_s, max_session=settings.max_session_s,
                     memory_check=settings.memory_check_s, refill_concurrency=settings.refill_concurrency)
     log.info("capacity: %d mCPU, %d MiB, %d kbps", capacity.cpu_millis, capacity.mem_mb, capacity.kbps)
-    return SessionService(backend, pools, CapacityLedger(capacity), limits=limits,
+    return SessionService(backend, pools, ClusterLedger([Node("local", LOCAL_REGION, "127.0.0.1", capacity)]),
+                          limits=limits,
                           queue_max=settings.queue_max, keep_ended=settings.ended_sessions_kept)
 
 

@@ -16,9 +16,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from voxfleet.exceptions import Unplaceable
+from voxfleet.runtime.protocol import LOCAL_REGION
 from voxfleet.scheduler.capacity import CapacityLedger, Resources
 
-LOCAL_REGION = "local"
+__all__ = ["LOCAL_REGION", "ClusterLedger", "Node", "Start", "choose_start"]
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,8 @@ END_REASONS = {
     "memory_limit": "the bot used more memory (PSS) than its profile reserves",
     "idle_timeout": "no packet from the caller for idle_timeout_s",
     "media_ports_exhausted": "every UDP port of media_ports was taken when the caller connected",
+    "node_lost": "the node running the bot left the cluster (crashed, stopped or unreachable)",
+    "unplaceable": "the cluster did not place the bot within the placement bound",
 }
 
 
@@ -47,6 +49,9 @@ class SessionRecord:
     warm: bool | None = None
     bot_start_ms: float | None = None
     queue_position: int | None = None
+    region_requested: str | None = None
+    region: str | None = None  # where the session runs (ran), and on which node
+    node: str | None = None
     ended_at: float | None = None
     first_audio_at: float | None = None
     turns_v2v_ms: list[float] = field(default_factory=list)
@@ -94,6 +99,9 @@ class SessionRecord:
             "start": None if self.warm is None else ("warm" if self.warm else "cold"),
             "botStartMs": self.bot_start_ms,
             "queuePosition": self.queue_position,
+            "regionRequested": self.region_requested,
+            "region": self.region,
+            "node": self.node,
             "timingsMs": dict(self.timings_ms),
             "latency": self.latency_summary(),
             "transcript": [dict(line) for line in self.transcript],
@@ -106,6 +114,7 @@ class SessionRecord:
                      created_at=data["createdAt"], state=data["state"], pid=data.get("pid"),
                      bot_start_ms=data.get("botStartMs"))
         record.warm = None if data.get("start") is None else data["start"] == "warm"
+        record.region, record.node = data.get("region"), data.get("node")
         record.timings_ms = dict(data.get("timingsMs") or {})
         return record
 
