@@ -23,6 +23,11 @@ def _settings_from(args: argparse.Namespace):
         overrides["advertised_addresses"] = args.advertise
     if getattr(args, "dev", False):
         overrides["auth"] = "off"
+    if getattr(args, "backend", None):
+        overrides["backend"] = args.backend
+    if getattr(args, "ray_address", None):
+        overrides["backend"] = args.backend or "ray"
+        overrides["ray"] = {"address": args.ray_address}
     overrides["ssl_certfile"] = getattr(args, "ssl_certfile", None)
     overrides["ssl_keyfile"] = getattr(args, "ssl_keyfile", None)
     return load_settings(**overrides)
@@ -183,6 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     common(serve)
     serve.add_argument("--dev", action="store_true",
                        help="no API key checks at all (local development; announced loudly at start)")
+    serve.add_argument("--backend", choices=["local", "ray"],
+                       help="where bots run: forked on this machine (default) or as actors on a Ray cluster")
+    serve.add_argument("--ray-address", metavar="HOST:PORT",
+                       help="the Ray cluster's GCS address (implies --backend ray; see docs/ray.md)")
     serve.set_defaults(func=cmd_serve)
 
     agents = sub.add_parser("agents", help="list the configured agents")
