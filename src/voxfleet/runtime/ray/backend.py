@@ -117,10 +117,20 @@ class RayBot:
 
         pulling = asyncio.ensure_future(self._pull_events())
         try:
-            reply = await self.actor.run.remote()
-            result = BotExit(reply["reason"], reply["exit_code"], None, reply["detail"])
-        except ray.exceptions.RayActorError as exc:
-            result = self._why_gone(exc)
+            while not self._exit.done():
+                try:
+                    reply = await self.actor.run.remote()
+                    result = BotExit(reply["reason"], reply["exit_code"], None, reply["detail"])
+                    break
+                except ray.exceptions.ActorUnavailableError:
+                    # The link broke (its node may be going): Ray says whether the actor died, and
+                    # why, once it knows; a live actor answers the repeated call when it is done.
+                    await asyncio.sleep(0.5)
+                except ray.exceptions.RayActorError as exc:
+                    result = self._why_gone(exc)
+                    break
+            else:
+                return
         finally:
             pulling.cancel()
             self.kill()  # one session, one process: the worker ends with its actor
@@ -132,7 +142,7 @@ class RayBot:
             return BotExit("node_lost", None, None, self._lost or f"node {self.node.address} died")
         if self._stop_reason is not None:
             return BotExit(self._stop_reason, None, None, "actor killed after the grace period")
-        return BotExit("crashed", None, None, message.strip().splitlines()[0] if message.strip() else "actor died")
+        return BotExit("crashed", None, None, message.strip() or "actor died")
 
     async def _pull_events(self) -> None:
         import ray
@@ -141,6 +151,9 @@ class RayBot:
         while True:
             try:
                 batch, finished = await self.actor.events.remote(cursor)
+            except ray.exceptions.ActorUnavailableError:
+                await asyncio.sleep(0.5)
+                continue
             except ray.exceptions.RayActorError:
                 return
             cursor += len(batch)
