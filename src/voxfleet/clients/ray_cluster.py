@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import tempfile
 import time
 from dataclasses import dataclass
@@ -82,16 +83,45 @@ class LocalRayCluster:
 
     def remove(self, address: str) -> None:
         """Kill a node's raylet and its workers at once, as a crashed machine would go."""
-        self.cluster.remove_node(self.nodes.pop(address), allow_graceful=False)
+        self._remove(self.nodes.pop(address))
+
+    def _remove(self, node: Any) -> None:
+        # The node's agents outlive a killed raylet for a while: end every process it started.
+        started = _descendants([p.process.pid for procs in node.all_processes.values() for p in procs])
+        self.cluster.remove_node(node, allow_graceful=False)
+        for pid in started:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def shutdown(self) -> None:
         if self.cluster is not None:
             for address in list(self.nodes):
                 self.remove(address)
-            self.cluster.remove_node(self.cluster.head_node, allow_graceful=False)
+            self._remove(self.cluster.head_node)
             self.cluster = None
         for name, value in self._saved_env.items():
             if value is None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def _descendants(roots: list[int]) -> list[int]:
+    """`roots` and every process below them, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], list(roots)
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
