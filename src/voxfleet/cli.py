@@ -128,6 +128,14 @@ def cmd_bench_start(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_ray(args: argparse.Namespace) -> int:
+    from voxfleet.clients.bench_ray import run_ray_bench
+
+    report = asyncio.run(run_ray_bench(sessions=args.sessions))
+    print(json.dumps(report, indent=2) if args.json else report["text"])
+    return 0
+
+
 def cmd_service(args: argparse.Namespace) -> int:
     import os
 
@@ -228,6 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     start.add_argument("-n", "--sessions", type=int, default=20)
     start.add_argument("--json", action="store_true")
     start.set_defaults(func=cmd_bench_start)
+    on_ray = bench_sub.add_parser("ray", help="warm and cold starts on a local Ray cluster vs the local backend")
+    on_ray.add_argument("-n", "--sessions", type=int, default=10)
+    on_ray.add_argument("--json", action="store_true")
+    on_ray.set_defaults(func=cmd_bench_ray)
 
     from voxfleet.sim.cli import add_simulate_parser
 

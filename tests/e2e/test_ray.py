@@ -103,6 +103,24 @@ async def test_call_to_a_warm_bot_on_a_worker_node_in_the_asked_region(ray_serve
     assert record["endReason"] == "hangup" and record["exitCode"] == 0
 
 
+async def test_a_bot_that_raises_ends_bot_error_and_the_next_call_works(ray_server):
+    warm_everywhere(ray_server)
+    failing = WebRTCCaller(ray_server.url, body={"fail": True}, region="eu")
+    try:
+        result = await failing.connect()
+        record = wait_for(lambda: (r := session(ray_server, result.session_id))["state"] == "ended" and r, timeout=15)
+    finally:
+        await failing.close()
+    assert record["endReason"] == "bot_error" and record["exitCode"] == 1
+    assert "tone bot was asked to fail" in record["endDetail"]
+    follow_up = WebRTCCaller(ray_server.url, region="eu")
+    try:
+        await follow_up.connect()
+        assert await follow_up.wait_first_audio(timeout=20) > 0
+    finally:
+        await follow_up.close()
+
+
 def test_region_preference_fallback_queue_and_429(ray_server):
     warm_everywhere(ray_server)
     started = []

@@ -136,16 +136,22 @@ class BotHost:
         return self.outcome()
 
     def assign(self, message: dict[str, Any]) -> None:
-        from pipecat.transports.smallwebrtc.connection import IceServer
+        self.take_session(message)
+        # Answer first: re-labelling the log handlers takes milliseconds the caller need not wait for.
+        self.send("assigned", id=message.get("id"), session_id=self.session_id)
+        self.relabel_logs()
 
-        from voxfleet.observability.logs import configure_logging
+    def take_session(self, message: dict[str, Any]) -> None:
+        from pipecat.transports.smallwebrtc.connection import IceServer
 
         self.session_id = message["session_id"]
         self.body = message.get("body")
         self.handler.update_ice_servers([IceServer(**s) for s in message.get("ice_servers") or []])
         self.assigned.set()
-        # Answer first: re-labelling the log handlers takes milliseconds the caller need not wait for.
-        self.send("assigned", id=message.get("id"), session_id=self.session_id)
+
+    def relabel_logs(self) -> None:
+        from voxfleet.observability.logs import configure_logging
+
         configure_logging(self.log_level, process=f"bot:{self.session_id}")
 
     def outcome(self) -> tuple[int, str, str]:

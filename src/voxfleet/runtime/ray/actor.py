@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 OBSERVED = ("event", "turn", "transcript", "ttfb", "warm_ready", "memory")
 MEMORY_REPORT_STEP_MB = 4.0  # report memory when it moved at least this much
+RELABEL_DELAY_S = 0.05
 
 
 class BotActor:
@@ -80,7 +81,10 @@ class BotActor:
 
     async def assign(self, session_id: str, body: Any, ice_servers: list[dict[str, Any]]) -> None:
         assert self.host is not None
-        self.host.assign({"session_id": session_id, "body": body, "ice_servers": ice_servers})
+        self.host.take_session({"session_id": session_id, "body": body, "ice_servers": ice_servers})
+        # After Ray has sent this reply: re-labelling the logs takes milliseconds (~13 ms measured
+        # on a warm assignment) that the caller need not wait for.
+        asyncio.get_running_loop().call_later(RELABEL_DELAY_S, self.host.relabel_logs)
         self._enforce_limits()
 
     async def offer(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -142,6 +146,7 @@ class BotActor:
 
         limit = self.spec["mem_limit_mb"]
         while True:
+            await asyncio.sleep(self.spec.get("memory_check_s", 1.0))
             used = pss_mb(os.getpid())
             if used is not None:
                 if abs(used - self.reported_mb) >= MEMORY_REPORT_STEP_MB:
@@ -152,7 +157,6 @@ class BotActor:
                                 self.host.session_id, used, limit)
                     self.host.stop("memory_limit")
                     return
-            await asyncio.sleep(self.spec.get("memory_check_s", 1.0))
 
     async def _max_duration(self) -> None:
         await asyncio.sleep(self.spec["max_session_s"])
