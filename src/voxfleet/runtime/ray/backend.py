@@ -76,6 +76,12 @@ class RayBot:
         if "error" in reply:
             raise BotError(f"bot rejected the candidates: {reply['error']}")
 
+    stream: Any = None  # media WebSocket streams are relayed to local bots only, for now
+
+    async def open_stream(self, request: dict[str, Any], timeout: float) -> Any:
+        raise BotError(f"session {self.session_id}: media WebSocket streams (telephony) are not supported on "
+                       "the Ray backend yet; use WebRTC")
+
     def memory_mb(self) -> float | None:
         return self._memory_mb  # sampled inside the bot, which enforces its own limit
 
