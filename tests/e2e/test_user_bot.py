@@ -81,3 +81,12 @@ def test_ended_session_rejects_offer_with_409(tone_server):
     assert reply.status_code == 409
     assert reply.json()["code"] == "SESSION_CONFLICT"
     assert "ended (hangup)" in reply.json()["error"]
+
+
+def test_a_region_no_node_has_is_422_naming_the_regions(tone_server):
+    with tone_server.client() as http:
+        reply = http.post("/start", json={"region": "mars"})
+        by_header = http.post("/start", json={}, headers={"X-Voxfleet-Region": "mars"})
+    assert reply.status_code == 422 and reply.json()["code"] == "UNPLACEABLE"
+    assert reply.json()["error"].startswith("region: no node in region 'mars' (regions now: ")
+    assert by_header.status_code == 422 and by_header.json() == reply.json()
