@@ -81,6 +81,29 @@ def assistant_server():
     (ARTIFACTS / "assistant-server.log").write_text("\n".join(server.log_lines))
 
 
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A real 3-node Ray cluster on loopback, token auth on: the head (127.0.0.2, no bot
+    resources), a node in region eu (127.0.0.3: 1 vCPU, two agent-1x bots fit) and one in region
+    us (127.0.0.4: 1 vCPU but 40 kbps of uplink, one bot fits)."""
+    from voxfleet.clients.ray_cluster import BotNode, LocalRayCluster
+
+    cluster = LocalRayCluster([BotNode("127.0.0.3", "eu", 1.0, 4096), BotNode("127.0.0.4", "us", 1.0, 2048, kbps=40)])
+    cluster.start()
+    yield cluster
+    cluster.shutdown()
+
+
+def ray_env(cluster, **ray_settings) -> dict[str, str]:
+    """Environment for a `voxfleet serve` on `cluster` (token auth comes from os.environ)."""
+    import json
+
+    env = {"VOXFLEET_BACKEND": "ray", "VOXFLEET_RAY__ADDRESS": cluster.address, **cluster.env()}
+    for name, value in ray_settings.items():
+        env[f"VOXFLEET_RAY__{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
+    return env
+
+
 def wait_for(predicate, timeout: float, interval: float = 0.05):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -23,6 +23,11 @@ def _settings_from(args: argparse.Namespace):
         overrides["advertised_addresses"] = args.advertise
     if getattr(args, "dev", False):
         overrides["auth"] = "off"
+    if getattr(args, "backend", None):
+        overrides["backend"] = args.backend
+    if getattr(args, "ray_address", None):
+        overrides["backend"] = args.backend or "ray"
+        overrides["ray"] = {"address": args.ray_address}
     overrides["ssl_certfile"] = getattr(args, "ssl_certfile", None)
     overrides["ssl_keyfile"] = getattr(args, "ssl_keyfile", None)
     return load_settings(**overrides)
@@ -127,6 +132,10 @@ def cmd_bench_phone(args: argparse.Namespace) -> int:
     from voxfleet.clients.bench_phone import run_phone_bench
 
     report = asyncio.run(run_phone_bench(calls=args.calls, include_peer=not args.no_peer, speech_text=args.question))
+def cmd_bench_ray(args: argparse.Namespace) -> int:
+    from voxfleet.clients.bench_ray import run_ray_bench
+
+    report = asyncio.run(run_ray_bench(sessions=args.sessions))
     print(json.dumps(report, indent=2) if args.json else report["text"])
     return 0
 
@@ -191,6 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     common(serve)
     serve.add_argument("--dev", action="store_true",
                        help="no API key checks at all (local development; announced loudly at start)")
+    serve.add_argument("--backend", choices=["local", "ray"],
+                       help="where bots run: forked on this machine (default) or as actors on a Ray cluster")
+    serve.add_argument("--ray-address", metavar="HOST:PORT",
+                       help="the Ray cluster's GCS address (implies --backend ray; see docs/ray.md)")
     serve.set_defaults(func=cmd_serve)
 
     agents = sub.add_parser("agents", help="list the configured agents")
@@ -234,6 +247,10 @@ def main(argv: list[str] | None = None) -> int:
     phone.add_argument("--question", default="What is the capital of France?")
     phone.add_argument("--json", action="store_true")
     phone.set_defaults(func=cmd_bench_phone)
+    on_ray = bench_sub.add_parser("ray", help="warm and cold starts on a local Ray cluster vs the local backend")
+    on_ray.add_argument("-n", "--sessions", type=int, default=10)
+    on_ray.add_argument("--json", action="store_true")
+    on_ray.set_defaults(func=cmd_bench_ray)
 
     from voxfleet.sim.cli import add_simulate_parser
 

@@ -149,6 +149,34 @@ class TelephonySettings(BaseModel):
     )
 
 
+class RaySettings(BaseModel):
+    """The Ray backend (``backend = "ray"``): bots are actors on the nodes of a Ray cluster.
+    See docs/ray.md for the node labels and resources voxfleet expects."""
+
+    address: str = Field(
+        default="auto", description="Ray cluster to join as a driver: GCS 'HOST:PORT', or 'auto' (the local one)."
+    )
+    namespace: str = Field(default="voxfleet", description="Ray namespace of voxfleet's actors.")
+    region_label: str = Field(default="region", description="Node label that names a node's region.")
+    default_region: str | None = Field(
+        default=None, description="Region for sessions that ask for none (None: the most free capacity anywhere)."
+    )
+    nearest_regions: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Fallback order per region, nearest first, e.g. {eu = ['us']}; a region not listed falls "
+        "back to every other region.",
+    )
+    placement_timeout_s: float = Field(
+        default=20.0, gt=0,
+        description="How long Ray may take to place and start a bot actor before the session is answered "
+        "'unplaceable' (Ray itself would wait forever).",
+    )
+    node_check_s: float = Field(
+        default=1.0, gt=0, description="How often the cluster's node list is read (Ray has no node-change event "
+        "for drivers); a node found dead ends its sessions with node_lost.",
+    )
+
+
 class Settings(BaseSettings):
     """Everything voxfleet can be told. Read once at start; passed down, never re-read."""
 
@@ -220,6 +248,10 @@ class Settings(BaseSettings):
         "bot's lines, logger, msg); auto: journald when stdout/stderr is connected to the journal.",
     )
     llm: LLMSettings = Field(default_factory=LLMSettings)
+    backend: Literal["local", "ray"] = Field(
+        default="local", description="Where bots run: forked on this machine, or as actors on a Ray cluster."
+    )
+    ray: RaySettings = Field(default_factory=RaySettings)
     capacity_cpu_millis: int | None = Field(
         default=None, ge=1, description="CPU to hand out, in millicores (default: from cgroup/affinity)."
     )

@@ -16,6 +16,8 @@ only place that maps them to HTTP status codes.
     ├── SessionConflict              operation not valid in the session's state  -> 409
     ├── NotReady                     nothing can serve a session yet (or draining) -> 503
     ├── AtCapacity                   no capacity and the queue is full / wait over -> 429
+    ├── Unplaceable                  no node could ever run it (region, size), or the
+    │                                cluster did not place it within the bound     -> 422
     ├── BotError                     the bot process failed us                   -> 502
     │   └── BotStartFailed
     ├── SignalingTimeout             the bot did not answer signaling in time    -> 504
@@ -138,6 +140,17 @@ class AtCapacity(VoxfleetError):
 
     def __init__(self, detail: str, retry_after_s: int) -> None:
         self.retry_after_s = retry_after_s
+        super().__init__(detail)
+
+
+class Unplaceable(VoxfleetError):
+    """A bot that no node can run: an unknown region, a profile bigger than every node of the
+    regions asked for, or a placement the cluster did not make within the configured bound."""
+
+    code = "UNPLACEABLE"
+
+    def __init__(self, detail: str, region: str | None = None) -> None:
+        self.region = region
         super().__init__(detail)
 
 

@@ -1,4 +1,7 @@
-"""Capacity with real bot processes: queueing, 429 at capacity, release on kill -9, memory limit, drain."""
+"""Capacity with real bot processes: queueing, 429 at capacity, release on kill -9, memory limit, drain.
+
+The two-slot tests run on both backends: bots forked on this machine, and bot actors on a real
+Ray cluster (sessions held to its eu node, which has room for exactly two agent-1x bots)."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Server, wait_for
+from tests.conftest import Server, ray_env, wait_for
 from voxfleet.clients.webrtc_client import WebRTCCaller
 from voxfleet.bots import tone
 from voxfleet.transports.ice import advertise_addresses
@@ -20,20 +23,27 @@ pytestmark = pytest.mark.e2e
 TONE_BOT = Path(tone.__file__)
 
 
-def tone_server(tmp_path, **settings) -> Server:
+def tone_server(tmp_path, env: dict[str, str] | None = None, **settings) -> Server:
     lines = [f"{k} = {v!r}".replace("'", '"') for k, v in settings.items()]
     lines += ["[[agents]]", 'name = "tone"', f'bot = "{TONE_BOT}"', "min_warm = 0", 'pool_policy = "fixed"']
     config = tmp_path / "voxfleet.toml"
     config.write_text("\n".join(lines) + "\n")
-    return Server(env={"VOXFLEET_CONFIG": str(config)})
+    return Server(env={"VOXFLEET_CONFIG": str(config), **(env or {})})
 
 
-@pytest.fixture(scope="module")
-def two_slot_server(tmp_path_factory):
+@pytest.fixture(scope="module", params=["local", "ray"])
+def two_slot_server(request, tmp_path_factory):
     """Room for exactly two agent-1x bots (1 vCPU), a queue of one."""
     advertise_addresses(["127.0.0.1"])
-    server = tone_server(tmp_path_factory.mktemp("cap"), capacity_cpu_millis=1000, queue_max=1,
-                         queue_wait_s=20.0, memory_check_s=0.5)
+    if request.param == "ray":
+        cluster = request.getfixturevalue("ray_cluster")
+        server = tone_server(tmp_path_factory.mktemp("cap"), queue_max=1, queue_wait_s=20.0, memory_check_s=0.5,
+                             env=ray_env(cluster, default_region="eu", nearest_regions={"eu": []}))
+        server.region = "eu"
+    else:
+        server = tone_server(tmp_path_factory.mktemp("cap"), capacity_cpu_millis=1000, queue_max=1,
+                             queue_wait_s=20.0, memory_check_s=0.5)
+        server.region = "local"
     yield server
     server.stop()
 
@@ -61,7 +71,7 @@ async def test_third_session_queues_fourth_gets_429_and_queue_proceeds(two_slot_
             await caller.connect()
             await caller.wait_first_audio(timeout=20)
         cap = capacity(server)
-        assert cap["free"]["cpu_millis"] == 0 and cap["invariant_ok"]
+        assert cap["regions"][server.region]["free"]["cpu_millis"] == 0 and cap["invariant_ok"]
         assert cap["agents"]["tone"]["active"] == 2
 
         with server.client() as http:

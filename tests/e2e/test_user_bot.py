@@ -1,4 +1,5 @@
-"""`voxfleet serve --bot path/to/bot.py` serves a user's unchanged Pipecat bot; session endings."""
+"""`voxfleet serve --bot path/to/bot.py` serves a user's unchanged Pipecat bot; session endings.
+On both backends: bots forked here, and bot actors on a real Ray cluster."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Server, wait_for
+from tests.conftest import Server, ray_env, wait_for
 from voxfleet.clients.webrtc_client import WebRTCCaller
 from voxfleet.bots import tone
 from voxfleet.transports.ice import advertise_addresses
@@ -14,10 +15,11 @@ from voxfleet.transports.ice import advertise_addresses
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def tone_server():
+@pytest.fixture(scope="module", params=["local", "ray"])
+def tone_server(request):
     advertise_addresses(["127.0.0.1"])
-    server = Server("--bot", str(Path(tone.__file__)), env={"VOXFLEET_OFFER_TIMEOUT_S": "2"})
+    env = ray_env(request.getfixturevalue("ray_cluster")) if request.param == "ray" else {}
+    server = Server("--bot", str(Path(tone.__file__)), env={"VOXFLEET_OFFER_TIMEOUT_S": "2", **env})
     yield server
     server.stop()
 
@@ -79,3 +81,12 @@ def test_ended_session_rejects_offer_with_409(tone_server):
     assert reply.status_code == 409
     assert reply.json()["code"] == "SESSION_CONFLICT"
     assert "ended (hangup)" in reply.json()["error"]
+
+
+def test_a_region_no_node_has_is_422_naming_the_regions(tone_server):
+    with tone_server.client() as http:
+        reply = http.post("/start", json={"region": "mars"})
+        by_header = http.post("/start", json={}, headers={"X-Voxfleet-Region": "mars"})
+    assert reply.status_code == 422 and reply.json()["code"] == "UNPLACEABLE"
+    assert reply.json()["error"].startswith("region: no node in region 'mars' (regions now: ")
+    assert by_header.status_code == 422 and by_header.json() == reply.json()

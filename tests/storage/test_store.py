@@ -26,7 +26,8 @@ async def test_sessions_round_trip_and_restart_marks_unfinished(database_url):
     live = record("live-1")
     await store.save_session(live)
     ended = record("done-1")
-    ended.update(state="ended", endReason="hangup", endedAt=time.time())
+    ended.update(state="ended", endReason="hangup", endedAt=time.time(), regionRequested="eu", region="us",
+                 node="10.0.2.9")
     await store.save_session(ended)
     await store.add_event("done-1", "first_audio", {"ms": 280})
     await store.close()
@@ -37,6 +38,7 @@ async def test_sessions_round_trip_and_restart_marks_unfinished(database_url):
     assert got["endReason"] == "hangup" and got["start"] == "warm" and got["botStartMs"] == 6.5
     assert got["latency"]["turnsV2vMs"] == [850.0, 910.0] and got["latency"]["ttfwMs"] == pytest.approx(280, abs=1)
     assert got["transcript"][0]["text"] == "Hello!"
+    assert (got["regionRequested"], got["region"], got["node"]) == ("eu", "us", "10.0.2.9")
     assert got["events"][0]["kind"] == "first_audio"
     assert await store.end_unfinished("control_restart", "restarted") == ["live-1"]
     assert (await store.get_session("live-1"))["endReason"] == "control_restart"

@@ -97,13 +97,16 @@ class WebRTCCaller:
 
     def __init__(self, base_url: str, *, agent: str | None = None, body: dict[str, Any] | None = None,
                  start_path: str = "/start", ice_transport_policy: str = "all",
-                 ice_servers: list[dict[str, Any]] | None = None, verify_tls: bool = True) -> None:
+                 ice_servers: list[dict[str, Any]] | None = None, verify_tls: bool = True,
+                 region: str | None = None) -> None:
         """`ice_transport_policy` "relay" uses TURN relay candidates only, as a browser with
-        iceTransportPolicy "relay" would; `ice_servers` replaces the iceConfig /start returns."""
+        iceTransportPolicy "relay" would; `ice_servers` replaces the iceConfig /start returns;
+        `region` asks voxfleet to run the bot there (or the nearest region with room)."""
         self.base_url = base_url.rstrip("/")
         self.ice_transport_policy = ice_transport_policy
         self.ice_servers = ice_servers
         self.agent = agent
+        self.region = region
         self.body = body or {}
         self.start_path = start_path
         self.mic = MicrophoneTrack()
@@ -120,6 +123,8 @@ class WebRTCCaller:
         request: dict[str, Any] = {"transport": "webrtc", "body": self.body}
         if self.agent:
             request["agent"] = self.agent
+        if self.region:
+            request["region"] = self.region
         started = await self.http.post(self.base_url + self.start_path, json=request)
         started.raise_for_status()
         info = started.json()

@@ -19,7 +19,7 @@ from voxfleet.control.deployment import SessionIceServers, ops_router
 from voxfleet.control.errors import error_response, install_error_handlers
 from voxfleet.control.auth import Auth
 from voxfleet.control.telephony import WS_PATH, base_url, stream_tokens, telephony_router, ws_base
-from voxfleet.exceptions import RequestTooLarge, SessionNotFound
+from voxfleet.exceptions import InvalidRequest, RequestTooLarge, SessionNotFound
 from voxfleet.scheduler.service import SessionService
 from voxfleet.storage.store import Store
 from voxfleet.transports.signaling import check_candidates, check_offer_sdp
@@ -27,6 +27,7 @@ from voxfleet.transports.signaling import check_candidates, check_offer_sdp
 log = logging.getLogger(__name__)
 
 WEB_DIR = Path(__file__).parent / "web"
+REGION_HEADER = "X-Voxfleet-Region"
 
 
 class Readiness(Protocol):
@@ -42,6 +43,9 @@ class StartRequest(BaseModel):
         default="webrtc", description="webrtc (SmallWebRTC), or websocket: answer wsUrl + a single-use token.")
     body: dict[str, Any] | None = Field(default=None, description="Passed to the bot as runner_args.body.")
     agent: str | None = Field(default=None, description="voxfleet: which agent (default: the first).")
+    region: str | None = Field(
+        default=None, max_length=64,
+        description="voxfleet: the region to run in (else header X-Voxfleet-Region); nearer ones are the fallback.")
     enableDefaultIceServers: bool = False
 
 
@@ -122,7 +126,10 @@ def create_app(settings: Settings, service: SessionService, auth: Auth, store: S
 
     async def start(request: StartRequest, agent: str, http_request: Request) -> StartResponse | JSONResponse:
         await auth.require_start(http_request, agent)
-        record = await service.start_session(agent, request.body or {}, transport=request.transport)
+        region = request.region or http_request.headers.get(REGION_HEADER) or None
+        if region is not None and len(region) > 64:
+            raise InvalidRequest(REGION_HEADER, region, "longer than 64 characters")
+        record = await service.start_session(agent, request.body or {}, transport=request.transport, region=region)
         queued = {"queued": record.queue_position is not None, "queuePosition": record.queue_position}
         if request.transport == "websocket":
             # Exactly {wsUrl, token}: @pipecat-ai/websocket-transport refuses any other key in the

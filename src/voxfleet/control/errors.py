@@ -24,6 +24,7 @@ from voxfleet.exceptions import (
     StreamProtocolError,
     StreamRejected,
     StreamTokenInvalid,
+    Unplaceable,
     VoxfleetError,
 )
 
@@ -38,6 +39,7 @@ STATUS = (
     (SessionConflict, 409),
     (NotReady, 503),
     (AtCapacity, 429),
+    (Unplaceable, 422),
     (SignalingTimeout, 504),
     (BotError, 502),
     (MediaPortsExhausted, 503),

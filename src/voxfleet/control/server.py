@@ -19,11 +19,13 @@ from voxfleet.control.recorder import SessionRecorder
 from voxfleet.scheduler.sessions import SessionRecord
 from voxfleet.webhooks.dispatcher import WebhookDispatcher
 from voxfleet.webhooks.events import event_for
-from voxfleet.control.deployment import check_turn_servers, session_ice_servers, uvicorn_options
+from voxfleet.control.deployment import SessionIceServers, check_turn_servers, session_ice_servers, uvicorn_options
 from voxfleet.observability.logs import resolve_log_format
 from voxfleet.runtime.local import node
 from voxfleet.runtime.local.backend import LocalBackend
-from voxfleet.scheduler.capacity import CapacityLedger, Resources, profile_named
+from voxfleet.runtime.ray.backend import RayBackend
+from voxfleet.scheduler.capacity import Resources, profile_named
+from voxfleet.scheduler.placement import LOCAL_REGION, ClusterLedger, Node
 from voxfleet.scheduler.pool import WarmPoolPolicy
 from voxfleet.scheduler.pool_sizing import PredictiveWarmPoolPolicy
 from voxfleet.scheduler.service import AgentPool, Limits, SessionService
@@ -57,7 +59,7 @@ async def serve(settings: Settings, announce: Callable[[str], None] = print) -> 
                "OPENAI_MODEL": settings.llm.model}
 
     ice = session_ice_servers(settings)
-    backend = LocalBackend(
+    backend = ray_backend(settings, ice, env) if settings.backend == "ray" else LocalBackend(
         {a.name: a.bot for a in settings.agents},
         runtime_dir=runtime_dir,
         ice_servers=ice.for_session,
@@ -187,15 +189,34 @@ def lifecycle_hook(settings: Settings, recorder: SessionRecorder, dispatcher: We
     return on_change
 
 
-def build_service(settings: Settings, backend: LocalBackend) -> SessionService:
+def ray_backend(settings: Settings, ice: SessionIceServers, env: dict[str, str]) -> RayBackend:
+    profiles = {}
+    for agent in settings.agents:
+        resources = profile_named(agent.profile, agent.kbps).resources
+        profiles[agent.name] = (resources.cpu_millis, resources.mem_mb, resources.kbps)
+    return RayBackend(
+        {a.name: a.bot for a in settings.agents}, profiles=profiles, address=settings.ray.address,
+        namespace=settings.ray.namespace, region_label=settings.ray.region_label, ice_servers=ice.for_session,
+        placement_timeout=settings.ray.placement_timeout_s, bot_start_timeout=settings.bot_start_timeout_s,
+        node_check_s=settings.ray.node_check_s, log_level=settings.log_level, env=env,
+        idle_timeout=settings.idle_timeout_s, max_session_s=settings.max_session_s,
+        memory_check_s=settings.memory_check_s,
+    )
+
+
+def build_service(settings: Settings, backend: LocalBackend | RayBackend) -> SessionService:
     capacity = Resources(settings.capacity_cpu_millis or node.cpu_millis(),
                          settings.capacity_mem_mb or node.memory_mb(), settings.uplink_kbps)
     pools = [AgentPool(a.name, profile_named(a.profile, a.kbps), pool_policy(a)) for a in settings.agents]
     limits = Limits(offer_timeout=settings.offer_timeout_s, signaling_timeout=settings.signaling_timeout_s,
                     queue_wait=settings.queue_wait_s, max_session=settings.max_session_s,
                     memory_check=settings.memory_check_s, refill_concurrency=settings.refill_concurrency)
-    log.info("capacity: %d mCPU, %d MiB, %d kbps", capacity.cpu_millis, capacity.mem_mb, capacity.kbps)
-    return SessionService(backend, pools, CapacityLedger(capacity), limits=limits,
+    if settings.backend == "ray":  # the cluster's nodes, as Ray reports them
+        ledger = ClusterLedger(nearest=settings.ray.nearest_regions, default_region=settings.ray.default_region)
+    else:
+        log.info("capacity: %d mCPU, %d MiB, %d kbps", capacity.cpu_millis, capacity.mem_mb, capacity.kbps)
+        ledger = ClusterLedger([Node("local", LOCAL_REGION, "127.0.0.1", capacity)])
+    return SessionService(backend, pools, ledger, limits=limits,
                           queue_max=settings.queue_max, keep_ended=settings.ended_sessions_kept)
 
 

@@ -8,6 +8,10 @@ own ``SmallWebRTCRequestHandler`` (media then flows client <-> this process dire
 user's unchanged ``bot(runner_args)`` with ``SmallWebRTCRunnerArguments``, and reports how the
 session ended before it exits. Exit code: 0 when the bot returned, 1 when it raised.
 
+The same session logic is driven two ways: by the UNIX control socket (``run()``, the local
+backend's forked bots) or by direct method calls (``assign`` / ``offer`` / ``add_ice`` / ``stop``
+and ``finish()``; the Ray backend's bot actor), with observations going to an ``emit`` callback.
+
 The session's ICE servers (TURN credentials minted for this session) arrive with the session,
 and the bot's peer connection uses them. With ``media_ports`` set, the process runs its event
 loop from ``transports.media_ports``, so every UDP socket it opens for media is in that range.
@@ -35,7 +39,7 @@ class BotHost:
     def __init__(
         self,
         *,
-        control_socket: str,
+        control_socket: str | None,
         bot_id: str,
         session_id: str | None,
         agent: str,
@@ -46,6 +50,7 @@ class BotHost:
         log_level: str,
         idle_timeout: float = 60.0,
         reconnect_s: float = 15.0,
+        emit: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> None:
         from pipecat.transports.smallwebrtc.connection import IceServer
         from pipecat.transports.smallwebrtc.request_handler import (
@@ -79,33 +84,30 @@ class BotHost:
         self.observations: list[tuple[str, dict[str, Any]]] = []  # replayed to a new control plane
         self.reconnect_s = reconnect_s
         self.stream: Any = None  # a RelayedWebSocket once a media WebSocket session opened
+        self.emit = emit
 
     REPLAYED = ("event", "turn", "transcript", "ttfb")
 
     def send(self, kind: str, **fields: Any) -> None:
         if kind in self.REPLAYED:
             self.observations.append((kind, fields))
-        if self.writer is not None and not self.writer.is_closing():
+        if self.emit is not None:
+            self.emit(kind, fields)
+        elif self.writer is not None and not self.writer.is_closing():
             self.writer.write(wire.encode(kind, **fields))
 
     async def run(self) -> int:
+        """Socket mode: connect to the control plane, serve the session, report how it ended."""
+        assert self.control_socket is not None
         reader, self.writer = await asyncio.open_unix_connection(self.control_socket, limit=wire.MAX_LINE)
         self.send("bot_hello", bot_id=self.bot_id, pid=os.getpid(), at=time.time())
         control = asyncio.create_task(self.read_control(reader), name="control")
         try:
             if not self.assigned.is_set():
                 await self.prepare_warm()
-            await self.done.wait()
+            code, reason, detail = await self.finish()
         finally:
             control.cancel()
-            for task in list(self.tasks):
-                task.cancel()
-            await self.handler.close()
-        code, reason, detail = self.outcome()
-        if self.stream is not None:
-            self.send("relay_stats", **self.stream.stats())
-            if not self.stream.closed_by_bot and self.stream.closed_by_peer is None:
-                self.send("ws_close", code=1000, reason=f"session ended ({reason})")
         self.send("ended", reason=reason, detail=detail)
         try:
             await self.writer.drain()
@@ -125,17 +127,38 @@ class BotHost:
                 return
         self.send("warm_ready", warmup_ms=round((time.monotonic() - started) * 1000, 1))
 
-    def assign(self, message: dict[str, Any]) -> None:
-        from pipecat.transports.smallwebrtc.connection import IceServer
+    async def finish(self) -> tuple[int, str, str]:
+        """Wait for the session to end, close its peer connection; (exit code, reason, detail)."""
+        try:
+            await self.done.wait()
+        finally:
+            for task in list(self.tasks):
+                task.cancel()
+            await self.handler.close()
+        code, reason, detail = self.outcome()
+        if self.stream is not None:
+            self.send("relay_stats", **self.stream.stats())
+            if not self.stream.closed_by_bot and self.stream.closed_by_peer is None:
+                self.send("ws_close", code=1000, reason=f"session ended ({reason})")
+        return code, reason, detail
 
-        from voxfleet.observability.logs import configure_logging
+    def assign(self, message: dict[str, Any]) -> None:
+        self.take_session(message)
+        # Answer first: re-labelling the log handlers takes milliseconds the caller need not wait for.
+        self.send("assigned", id=message.get("id"), session_id=self.session_id)
+        self.relabel_logs()
+
+    def take_session(self, message: dict[str, Any]) -> None:
+        from pipecat.transports.smallwebrtc.connection import IceServer
 
         self.session_id = message["session_id"]
         self.body = message.get("body")
         self.handler.update_ice_servers([IceServer(**s) for s in message.get("ice_servers") or []])
         self.assigned.set()
-        # Answer first: re-labelling the log handlers takes milliseconds the caller need not wait for.
-        self.send("assigned", id=message.get("id"), session_id=self.session_id)
+
+    def relabel_logs(self) -> None:
+        from voxfleet.observability.logs import configure_logging
+
         configure_logging(self.log_level, process=f"bot:{self.session_id}")
 
     def outcome(self) -> tuple[int, str, str]:
@@ -219,19 +242,35 @@ class BotHost:
         else:
             self.done.set()
 
-    async def answer_offer(self, message: dict[str, Any]) -> None:
+    async def offer(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Answer a SmallWebRTC offer ({sdp, type, pc_id, restart_pc, request_data}); the first
+        one starts the bot. Raises what Pipecat's request handler raises."""
         from pipecat.transports.smallwebrtc.request_handler import SmallWebRTCRequest
 
+        request = SmallWebRTCRequest(
+            sdp=message["sdp"],
+            type=message["type"],
+            pc_id=message.get("pc_id"),
+            restart_pc=message.get("restart_pc"),
+            request_data=message.get("request_data"),
+        )
+        return await self.handler.handle_web_request(request, self.start_bot) or {}
+
+    async def add_ice(self, message: dict[str, Any]) -> None:
+        """Add trickled ICE candidates ({pc_id, candidates: [{candidate, sdp_mid, sdp_mline_index}]})."""
+        from pipecat.transports.smallwebrtc.request_handler import IceCandidate, SmallWebRTCPatchRequest
+
+        await self.handler.handle_patch_request(
+            SmallWebRTCPatchRequest(
+                pc_id=message["pc_id"],
+                candidates=[IceCandidate(**c) for c in message.get("candidates", [])],
+            )
+        )
+
+    async def answer_offer(self, message: dict[str, Any]) -> None:
         request_id = message["id"]
         try:
-            request = SmallWebRTCRequest(
-                sdp=message["sdp"],
-                type=message["type"],
-                pc_id=message.get("pc_id"),
-                restart_pc=message.get("restart_pc"),
-                request_data=message.get("request_data"),
-            )
-            answer = await self.handler.handle_web_request(request, self.start_bot)
+            answer = await self.offer(message)
         except MediaPortsExhausted as exc:
             log.error("session %s: %s", self.session_id, exc)
             self.send("error", id=request_id, message=str(exc), code=exc.code,
@@ -240,19 +279,12 @@ class BotHost:
         except Exception as exc:  # noqa: BLE001 - reported to the control plane, which maps it
             self.send("error", id=request_id, message=f"{type(exc).__name__}: {exc}")
             return
-        self.send("answer", id=request_id, **(answer or {}))
+        self.send("answer", id=request_id, **answer)
 
     async def add_candidates(self, message: dict[str, Any]) -> None:
-        from pipecat.transports.smallwebrtc.request_handler import IceCandidate, SmallWebRTCPatchRequest
-
         request_id = message["id"]
         try:
-            await self.handler.handle_patch_request(
-                SmallWebRTCPatchRequest(
-                    pc_id=message["pc_id"],
-                    candidates=[IceCandidate(**c) for c in message.get("candidates", [])],
-                )
-            )
+            await self.add_ice(message)
         except Exception as exc:  # noqa: BLE001
             detail = getattr(exc, "detail", None) or f"{type(exc).__name__}: {exc}"
             self.send("error", id=request_id, message=str(detail))

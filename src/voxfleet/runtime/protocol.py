@@ -6,10 +6,12 @@ backend implements the same protocol with actors. The scheduler only talks to th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from voxfleet.runtime.streams import RelayStream
+LOCAL_REGION = "local"
 
 
 @dataclass(frozen=True)
@@ -31,12 +33,25 @@ class BotInfo:
     """What the runtime knows of a live bot, for the session record."""
 
     pid: int | None = None
-    node: str = "local"
+    node: str = "local"  # the node's address (a Ray node: its IP)
+    region: str = LOCAL_REGION
     warmup_ms: float | None = None
     events: dict[str, float] = field(default_factory=dict)  # name -> epoch seconds
     turns_v2v_ms: list[float] = field(default_factory=list)  # voice-to-voice per turn
     transcript: list[dict[str, Any]] = field(default_factory=list)  # {role, text, at}
     ttfb_s: dict[str, list[float]] = field(default_factory=dict)  # service -> TTFB per request
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """A machine of a cluster backend that can run bots, and what it offers them."""
+
+    node_id: str
+    region: str
+    address: str
+    cpu_millis: int
+    mem_mb: int
+    kbps: int
 
 
 class BotHandle(Protocol):
@@ -75,6 +90,8 @@ class BotHandle(Protocol):
 class Backend(Protocol):
     """A place where bots run."""
 
+    on_nodes_changed: Callable[[], None]  # set by the scheduler; called when nodes() changes
+
     async def start(self) -> None:
         """Prepare (templates, connections); return once ready or raise."""
 
@@ -84,9 +101,13 @@ class Backend(Protocol):
     def status(self) -> dict[str, Any]:
         """Per-agent readiness and figures for health and operator views."""
 
-    async def launch(self, agent: str, bot_id: str, session_id: str | None = None, body: Any = None) -> BotHandle:
-        """Start a fresh bot of `agent`: for `session_id` (cold start), or warm (no session) and
-        return once it is ready to be assigned one."""
+    def nodes(self) -> list[NodeInfo] | None:
+        """The nodes bots can run on now, or None for one machine whose capacity is configured."""
+
+    async def launch(self, agent: str, bot_id: str, session_id: str | None = None, body: Any = None,
+                     node_id: str | None = None) -> BotHandle:
+        """Start a fresh bot of `agent` on `node_id` (where its reservation is): for `session_id`
+        (cold start), or warm (no session) and return once it is ready to be assigned one."""
 
     async def aclose(self) -> None:
         """Stop every bot and template."""

@@ -5,11 +5,14 @@ Decisions come from the pure cores (``capacity.CapacityLedger``, ``pool.WarmPool
 events (a session starts, a bot exits) and never polls its own state; the one periodic task
 samples bots' memory, which the kernel reports only when asked.
 
-Admission, in order: a warm bot of the agent (assignment is one message, milliseconds); else a
-cold start if the profile fits in free capacity; else, if another agent's warm bot holds
-capacity, that bot is retired and the session waits for its release; else the bounded queue;
-else 429 ``AT_CAPACITY`` with Retry-After. Every bot, warm or busy, holds a reservation that is
-released exactly once, when its process is gone.
+Admission, in order, region by region of the session's preference (``placement``): a warm bot
+of the agent there (assignment is one message, milliseconds); else a cold start there if the
+profile fits on one of its nodes; then the next nearest region. Else, if another agent's warm
+bot holds capacity in those regions, that bot is retired and the session waits for its release;
+else the bounded queue; else 429 ``AT_CAPACITY`` with Retry-After. A session no node could ever
+run (unknown region, profile bigger than every node) is refused at once: 422 ``UNPLACEABLE``.
+Every bot, warm or busy, holds a reservation on its node that is released exactly once, when its
+process is gone (or its node left the cluster: ``node_lost``).
 """
 
 from __future__ import annotations
@@ -30,11 +33,13 @@ from voxfleet.exceptions import (
     NotReady,
     SessionConflict,
     SessionNotFound,
+    Unplaceable,
 )
 from voxfleet.observability.metrics import Metrics
 from voxfleet.runtime.protocol import Backend, BotHandle
 from voxfleet.runtime.streams import RelayStream
-from voxfleet.scheduler.capacity import CapacityLedger, Profile
+from voxfleet.scheduler.capacity import Profile, Resources
+from voxfleet.scheduler.placement import ClusterLedger, Node, choose_start
 from voxfleet.scheduler.forecast import ArrivalForecaster
 from voxfleet.scheduler.pool import AdmissionQueue, WarmPoolPolicy
 from voxfleet.scheduler.pool_sizing import PredictiveWarmPoolPolicy
@@ -60,15 +65,35 @@ class AgentPool:
     warm: list[BotHandle] = field(default_factory=list)
     warming: int = 0
     active: int = 0
+    warming_in: dict[str, int] = field(default_factory=dict)  # region -> warm bots starting there
+    active_in: dict[str, int] = field(default_factory=dict)  # region -> sessions there
 
-    def target(self, fits_more: int, refill_concurrency: int, now: float) -> int:
-        have = len(self.warm) + self.warming
+    def warm_in(self, region: str) -> list[BotHandle]:
+        return [bot for bot in self.warm if bot.info.region == region]
+
+    def take_warm(self, region: str) -> BotHandle:
+        bot = next(bot for bot in self.warm if bot.info.region == region)
+        self.warm.remove(bot)
+        return bot
+
+    def add_active(self, region: str, delta: int) -> None:
+        self.active += delta
+        self.active_in[region] = self.active_in.get(region, 0) + delta
+
+    def add_warming(self, region: str, delta: int) -> None:
+        self.warming += delta
+        self.warming_in[region] = self.warming_in.get(region, 0) + delta
+
+    def target(self, fits_more: int, refill_concurrency: int, now: float, region: str) -> int:
+        """The warm-pool target in one region: the policy applied to that region's sessions."""
+        have = len(self.warm_in(region)) + self.warming_in.get(region, 0)
+        active = self.active_in.get(region, 0)
         if isinstance(self.policy, PredictiveWarmPoolPolicy):
             self.forecaster.begin(now)
             rate = self.forecaster.rate_upper(now, horizon_s=self.refill_s)
-            return self.policy.target(self.active, fits_more, have, forecast_rate=rate,
+            return self.policy.target(active, fits_more, have, forecast_rate=rate,
                                       refill_s=self.refill_s, refill_concurrency=refill_concurrency)
-        return self.policy.target(self.active, fits_more=fits_more, warm=have)
+        return self.policy.target(active, fits_more=fits_more, warm=have)
 
     def record_refill(self, seconds: float) -> None:
         self.refill_s = (1 - REFILL_EWMA) * self.refill_s + REFILL_EWMA * seconds
@@ -80,7 +105,9 @@ class AgentPool:
                 "min_warm": self.policy.min_warm, "warm_pct": self.policy.warm_pct,
                 "max_bots": self.policy.max_bots, "refill_s": round(self.refill_s, 3),
                 "forecast_per_min": round(self.forecaster.rate(now) * 60, 3),
-                "warm_pids": [b.info.pid for b in self.warm]}
+                "warm_pids": [b.info.pid for b in self.warm],
+                "warm_by_region": {r: len(self.warm_in(r)) for r in sorted({b.info.region for b in self.warm})},
+                "active_by_region": {r: n for r, n in sorted(self.active_in.items()) if n}}
 
 
 @dataclass(frozen=True)
@@ -98,7 +125,7 @@ class SessionService:
         self,
         backend: Backend,
         pools: list[AgentPool],
-        ledger: CapacityLedger,
+        ledger: ClusterLedger,
         *,
         limits: Limits,
         queue_max: int = 20,
@@ -114,6 +141,7 @@ class SessionService:
         self.bots: dict[str, asyncio.Future[BotHandle]] = {}  # session_id -> its bot, once started
         self.live_bots: dict[str, BotHandle] = {}  # bot_id -> bot (warm or busy)
         self.queued_bodies: dict[str, Any] = {}
+        self.preferences: dict[str, list[str]] = {}  # session_id -> regions to try, nearest first
         self.tasks: set[asyncio.Task] = set()
         self.accepting = True
         self._sessions_done = asyncio.Event()
@@ -122,6 +150,7 @@ class SessionService:
         self.metrics.watch(self.capacity)
         # Called (synchronously, must not block) whenever a session record changes state.
         self.on_change: Callable[[SessionRecord], None] = lambda record: None
+        backend.on_nodes_changed = self.sync_nodes  # a cluster backend reports nodes joining and leaving
 
     # -- queries ----------------------------------------------------------------------------
     def get(self, session_id: str) -> SessionRecord:
@@ -143,6 +172,21 @@ class SessionService:
                 "accepting": self.accepting}
 
     # -- lifecycle --------------------------------------------------------------------------
+    def sync_nodes(self) -> None:
+        """Take the backend's current nodes (None: a fixed, configured capacity)."""
+        nodes = self.backend.nodes()
+        if nodes is None:
+            return
+        added, removed = self.ledger.sync(
+            Node(n.node_id, n.region, n.address, Resources(n.cpu_millis, n.mem_mb, n.kbps)) for n in nodes)
+        for node in added:
+            log.info("node %s joined (region %s, %s, %s)", node.node_id[:12], node.region, node.address,
+                     node.capacity.as_dict())
+        for node_id in removed:
+            log.warning("node %s left; its sessions end (node_lost)", node_id[:12])
+        if added or removed:
+            self._rebalance()
+
     def start(self) -> None:
         """Begin filling warm pools and sampling memory (after the backend is ready)."""
         self._spawn(self._watch_memory(), "memory-watch")
@@ -171,18 +215,23 @@ class SessionService:
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
     # -- commands ---------------------------------------------------------------------------
-    async def start_session(self, agent: str, body: Any, transport: str = "webrtc") -> SessionRecord:
+    async def start_session(self, agent: str, body: Any, transport: str = "webrtc",
+                            region: str | None = None) -> SessionRecord:
         if agent not in self.pools:
             raise AgentNotFound(agent, self.agents)
         if not self.ready():
             raise NotReady("voxfleet is not ready to serve sessions (starting or draining)")
-        record = SessionRecord(session_id=str(uuid.uuid4()), agent=agent, transport=transport)
+        preference = self._placeable(agent, region)
+        record = SessionRecord(session_id=str(uuid.uuid4()), agent=agent, transport=transport,
+                               region_requested=region)
         self.pools[agent].forecaster.observe(record.created_at)
         self.bots[record.session_id] = asyncio.get_running_loop().create_future()
+        self.preferences[record.session_id] = preference
         if not self._admit(record, body):
             position = self.queue.push(record.session_id, agent)
             if position is None:
                 self.bots.pop(record.session_id)
+                self.preferences.pop(record.session_id)
                 self.metrics.rejected.labels(agent).inc()
                 raise AtCapacity(f"all agents are busy and the queue is full ({self.queue.max_length} waiting); "
                                  "try again shortly", retry_after_s=self._retry_after())
@@ -242,34 +291,57 @@ class SessionService:
         return record
 
     # -- admission --------------------------------------------------------------------------
+    def _placeable(self, agent: str, region: str | None) -> list[str]:
+        """The regions a session may run in, nearest first; Unplaceable if no node there could
+        ever hold the agent's profile (answered now rather than queued forever)."""
+        preference = self.ledger.preference(region)
+        resources = self.pools[agent].profile.resources
+        if not self.ledger.could_ever_fit(resources, preference):
+            shown = ", ".join(f"{k} {v}" for k, v in resources.as_dict().items())
+            raise Unplaceable(f"agent {agent}: its profile ({shown}) is bigger than every node of region(s) "
+                              f"{', '.join(preference) or 'none'}", region=region)
+        return preference
+
     def _admit(self, record: SessionRecord, body: Any) -> bool:
-        """Start the session now if possible (warm, else cold); False if it must wait."""
+        """Start the session now if possible (warm, else cold, nearest region first); False if
+        it must wait."""
         pool = self.pools[record.agent]
-        if pool.warm:
-            bot = pool.warm.pop(0)
-            pool.active += 1
+        preference = self.preferences[record.session_id]
+        warm = {region: len(pool.warm_in(region)) for region in preference}
+        fits = ({region: self.ledger.how_many_fit(pool.profile.resources, region) for region in preference}
+                if pool.active < pool.policy.max_bots else {})
+        choice = choose_start(preference, warm, fits)
+        if choice is None:
+            if pool.active < pool.policy.max_bots:
+                self._retire_one_warm_bot(exclude=record.agent, regions=preference)
+            return False
+        record.region = choice.region
+        if choice.kind == "warm":
+            bot = pool.take_warm(choice.region)
+            pool.add_active(choice.region, 1)
             self._spawn(self._serve(record, body, warm_bot=bot), f"session:{record.session_id}")
             return True
-        if pool.active >= pool.policy.max_bots:
-            return False
         bot_id = uuid.uuid4().hex
-        if self.ledger.reserve(bot_id, pool.profile.resources):
-            pool.active += 1
-            self._spawn(self._serve(record, body, bot_id=bot_id), f"session:{record.session_id}")
-            return True
-        self._retire_one_warm_bot(exclude=record.agent)
-        return False
+        node = self.ledger.reserve(bot_id, pool.profile.resources, [choice.region])
+        assert node is not None, "choose_start said it fits"
+        pool.add_active(choice.region, 1)
+        self._spawn(self._serve(record, body, bot_id=bot_id, node=node), f"session:{record.session_id}")
+        return True
 
-    def _retire_one_warm_bot(self, exclude: str) -> None:
-        """Free capacity held by another agent's idle warm bot (its release re-runs admission)."""
+    def _retire_one_warm_bot(self, exclude: str, regions: list[str]) -> None:
+        """Free capacity held by another agent's idle warm bot in one of `regions` (its release
+        re-runs admission)."""
         for pool in self.pools.values():
-            if pool.name != exclude and pool.warm:
-                bot = pool.warm.pop()
-                self._spawn(bot.stop("retired", grace=1.0), f"retire:{bot.bot_id}")
-                return
+            if pool.name == exclude:
+                continue
+            for region in regions:
+                if pool.warm_in(region):
+                    bot = pool.take_warm(region)
+                    self._spawn(bot.stop("retired", grace=1.0), f"retire:{bot.bot_id}")
+                    return
 
     async def _serve(self, record: SessionRecord, body: Any, *, warm_bot: BotHandle | None = None,
-                     bot_id: str | None = None) -> None:
+                     bot_id: str | None = None, node: Node | None = None) -> None:
         pool = self.pools[record.agent]
         launched = self.bots[record.session_id]
         try:
@@ -278,8 +350,9 @@ class SessionService:
                     bot = warm_bot
                     await bot.assign(record.session_id, body, self.limits.signaling_timeout)
                 else:
-                    assert bot_id is not None
-                    bot = await self.backend.launch(record.agent, bot_id, record.session_id, body)
+                    assert bot_id is not None and node is not None
+                    bot = await self.backend.launch(record.agent, bot_id, record.session_id, body,
+                                                    node_id=node.node_id)
                     self._watch_bot(bot)
             except Exception as exc:  # noqa: BLE001 - recorded as the session's end
                 if bot_id is not None:
@@ -287,10 +360,11 @@ class SessionService:
                 log.error("session %s: bot failed to start: %s", record.session_id, exc)
                 launched.set_exception(exc)
                 launched.exception()
-                record.end("start_failed", str(exc))
+                record.end("unplaceable" if isinstance(exc, Unplaceable) else "start_failed", str(exc))
                 return
             record.warm = warm_bot is not None
             record.pid = bot.info.pid
+            record.node, record.region = bot.info.node, bot.info.region
             record.mark("bot_assigned")
             record.bot_start_ms = record.timings_ms["bot_assigned"]
             launched.set_result(bot)
@@ -307,8 +381,9 @@ class SessionService:
 
     def _finish(self, record: SessionRecord, pool: AgentPool) -> None:
         record.end("shutdown")  # a no-op unless the task was cancelled before the bot ended
-        pool.active -= 1
+        pool.add_active(record.region or "", -1)
         self.bots.pop(record.session_id, None)
+        self.preferences.pop(record.session_id, None)
         self.table.retire(record)
         self.on_change(record)
         if not self.table.count():
@@ -318,9 +393,10 @@ class SessionService:
     def adopt(self, record: SessionRecord, bot: BotHandle) -> None:
         """Take over a session whose bot outlived a restart of the control plane."""
         pool = self.pools[bot.agent]
-        if not self.ledger.reserve(bot.bot_id, pool.profile.resources):
+        if not self.ledger.reserve(bot.bot_id, pool.profile.resources, [bot.info.region]):
             log.warning("session %s: resumed over capacity (its reservation predates this run)", record.session_id)
-        pool.active += 1
+        record.node, record.region = bot.info.node, bot.info.region
+        pool.add_active(bot.info.region, 1)
         record.mark("resumed")
         self.table.add(record)
         launched = asyncio.get_running_loop().create_future()
@@ -382,6 +458,7 @@ class SessionService:
         if not self.queue.remove(session_id):
             return
         self.queued_bodies.pop(session_id, None)
+        self.preferences.pop(session_id, None)
         record = self.table.get(session_id)
         launched = self.bots.pop(session_id, None)
         if launched is not None and not launched.done():
@@ -415,23 +492,25 @@ class SessionService:
         in_flight = sum(p.warming for p in self.pools.values())
         now = time.time()
         for pool in self.pools.values():
-            have = len(pool.warm) + pool.warming
-            fits = self.ledger.how_many_fit(pool.profile.resources)
-            target = pool.target(fits, self.limits.refill_concurrency, now)
-            if target > pool.policy.min_warm:
-                self._recheck_later()  # the forecast decays with time, not only with events
-            while have < target and in_flight < self.limits.refill_concurrency:
-                bot_id = uuid.uuid4().hex
-                if not self.ledger.reserve(bot_id, pool.profile.resources):
-                    break
-                pool.warming += 1
-                have += 1
-                in_flight += 1
-                self._spawn(self._warm_one(pool, bot_id), f"warm:{bot_id}")
-            while have > target and pool.warm:
-                bot = pool.warm.pop()
-                have -= 1
-                self._spawn(bot.stop("retired", grace=1.0), f"retire:{bot.bot_id}")
+            for region in self.ledger.regions():
+                have = len(pool.warm_in(region)) + pool.warming_in.get(region, 0)
+                fits = self.ledger.how_many_fit(pool.profile.resources, region)
+                target = pool.target(fits, self.limits.refill_concurrency, now, region)
+                if target > pool.policy.min_warm:
+                    self._recheck_later()  # the forecast decays with time, not only with events
+                while have < target and in_flight < self.limits.refill_concurrency:
+                    bot_id = uuid.uuid4().hex
+                    node = self.ledger.reserve(bot_id, pool.profile.resources, [region])
+                    if node is None:
+                        break
+                    pool.add_warming(region, 1)
+                    have += 1
+                    in_flight += 1
+                    self._spawn(self._warm_one(pool, bot_id, node), f"warm:{bot_id}")
+                while have > target and pool.warm_in(region):
+                    bot = pool.take_warm(region)
+                    have -= 1
+                    self._spawn(bot.stop("retired", grace=1.0), f"retire:{bot.bot_id}")
 
     def _recheck_later(self, delay: float = 5.0) -> None:
         if self._recheck is None or self._recheck.done():
@@ -441,16 +520,16 @@ class SessionService:
 
             self._recheck = self._spawn(recheck(), "pool-recheck")
 
-    async def _warm_one(self, pool: AgentPool, bot_id: str) -> None:
+    async def _warm_one(self, pool: AgentPool, bot_id: str, node: Node) -> None:
         started = time.monotonic()
         try:
-            bot = await self.backend.launch(pool.name, bot_id)
+            bot = await self.backend.launch(pool.name, bot_id, node_id=node.node_id)
         except Exception as exc:  # noqa: BLE001 - a failed warm-up frees its reservation and is logged
             log.error("agent %s: warm bot failed to start: %s", pool.name, exc)
             self._release(bot_id)
-            pool.warming -= 1
+            pool.add_warming(node.region, -1)
             return
-        pool.warming -= 1
+        pool.add_warming(node.region, -1)
         pool.record_refill(time.monotonic() - started)
         self._watch_bot(bot)
         if self.accepting:
@@ -502,7 +581,7 @@ class SessionService:
             raise SessionConflict(record.session_id, record.state, action)
         try:
             return await asyncio.shield(launched)
-        except (BotError, AtCapacity):
+        except (BotError, AtCapacity, Unplaceable):
             raise
         except Exception as exc:  # noqa: BLE001 - surfaced as a bot failure for this session
             raise BotError(f"bot for session {record.session_id} failed to start: {exc}") from exc

@@ -30,6 +30,8 @@ END_REASONS = {
     "idle_timeout": "no packet from the caller for idle_timeout_s",
     "media_ports_exhausted": "every UDP port of media_ports was taken when the caller connected",
     "protocol_error": "the caller's media stream sent a frame that breaks its protocol",
+    "node_lost": "the node running the bot left the cluster (crashed, stopped or unreachable)",
+    "unplaceable": "the cluster did not place the bot within the placement bound",
 }
 
 
@@ -48,6 +50,9 @@ class SessionRecord:
     warm: bool | None = None
     bot_start_ms: float | None = None
     queue_position: int | None = None
+    region_requested: str | None = None
+    region: str | None = None  # where the session runs (ran), and on which node
+    node: str | None = None
     ended_at: float | None = None
     first_audio_at: float | None = None
     stream_started_at: float | None = None  # a media WebSocket's start: phone TTFW counts from here
@@ -97,6 +102,9 @@ class SessionRecord:
             "start": None if self.warm is None else ("warm" if self.warm else "cold"),
             "botStartMs": self.bot_start_ms,
             "queuePosition": self.queue_position,
+            "regionRequested": self.region_requested,
+            "region": self.region,
+            "node": self.node,
             "timingsMs": dict(self.timings_ms),
             "latency": self.latency_summary(),
             "transcript": [dict(line) for line in self.transcript],
@@ -109,6 +117,7 @@ class SessionRecord:
                      created_at=data["createdAt"], state=data["state"], pid=data.get("pid"),
                      bot_start_ms=data.get("botStartMs"))
         record.warm = None if data.get("start") is None else data["start"] == "warm"
+        record.region, record.node = data.get("region"), data.get("node")
         record.timings_ms = dict(data.get("timingsMs") or {})
         return record
 

@@ -31,6 +31,9 @@ class SessionRow(Base):
     latency: Mapped[dict] = mapped_column(JSON, default=dict)
     timings_ms: Mapped[dict] = mapped_column(JSON, default=dict)
     transcript: Mapped[list] = mapped_column(JSON, default=list)
+    region_requested: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    region: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    node: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class SessionEventRow(Base):

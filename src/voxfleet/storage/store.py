@@ -78,7 +78,8 @@ class Store:
             warm=None if record.get("start") is None else record["start"] == "warm",
             bot_start_ms=record.get("botStartMs"), ttfw_ms=latency.get("ttfwMs"),
             v2v_p50_ms=latency.get("v2vP50Ms"), latency=latency, timings_ms=record.get("timingsMs") or {},
-            transcript=record.get("transcript") or [],
+            transcript=record.get("transcript") or [], region_requested=record.get("regionRequested"),
+            region=record.get("region"), node=record.get("node"),
         )
         async with self.sessions.begin() as db:
             await db.merge(SessionRow(**values))
@@ -200,6 +201,7 @@ def _public(row: SessionRow) -> dict[str, Any]:
         "pid": row.pid, "start": None if row.warm is None else ("warm" if row.warm else "cold"),
         "botStartMs": row.bot_start_ms, "queuePosition": None, "timingsMs": row.timings_ms,
         "latency": row.latency, "transcript": row.transcript,
+        "regionRequested": row.region_requested, "region": row.region, "node": row.node,
     }
 
 

@@ -251,6 +251,7 @@ class LocalBackend:
         self.reconnect_s = reconnect_s
         self.cpu = CpuLimiter(enabled=cpu_shares)
         self.on_resumed: Callable[[LocalBot], None] = lambda bot: bot.kill()  # replaced by the service
+        self.on_nodes_changed: Callable[[], None] = lambda: None  # one machine: its nodes never change
         self.server: asyncio.AbstractServer | None = None
         self.tasks: set[asyncio.Task] = set()
         self.closing = False
@@ -272,6 +273,9 @@ class LocalBackend:
 
     def ready(self) -> bool:
         return all(link.ready.is_set() for link in self.templates.values())
+
+    def nodes(self) -> None:
+        return None  # this machine, with the capacity the settings give
 
     def status(self) -> dict[str, Any]:
         return {"backend": "local", "templates": {n: link.status() for n, link in self.templates.items()},
@@ -334,9 +338,10 @@ class LocalBackend:
             await asyncio.sleep(backoff)
 
     # -- sessions ---------------------------------------------------------------------------
-    async def launch(self, agent: str, bot_id: str, session_id: str | None = None, body: Any = None) -> LocalBot:
-        """Fork a bot. With a session it starts serving it (cold start); without one it warms
-        up and waits for `assign` (returns once it is warm)."""
+    async def launch(self, agent: str, bot_id: str, session_id: str | None = None, body: Any = None,
+                     node_id: str | None = None) -> LocalBot:
+        """Fork a bot (on this machine, whatever `node_id`). With a session it starts serving it
+        (cold start); without one it warms up and waits for `assign` (returns once it is warm)."""
         link = self.templates[agent]
         if not link.ready.is_set() or link.writer is None:
             raise NotReady(f"agent {agent}: template is not ready")

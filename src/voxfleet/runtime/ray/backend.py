@@ -1,0 +1,377 @@
+"""Ray backend: bots are actors on the nodes of a Ray cluster; voxfleet keeps its own policy.
+
+Ray does cluster membership, resource accounting and process placement. voxfleet decides which
+node a bot goes to (``scheduler.placement``: region preference, per-node ledger) and asks Ray for
+exactly that node (hard node affinity) with the profile as resource requests: ``num_cpus``,
+``memory`` and the custom ``bandwidth_kbps`` resource. Ray enforces the resources it accounts,
+so a ledger out of step with the cluster shows up as a placement that does not happen: that is
+bounded by ``placement_timeout_s`` and answered ``Unplaceable``, never left pending.
+
+A node can run bots when it is alive and offers ``bandwidth_kbps``; its region is its
+``region_label`` label. Ray gives drivers no node-change event, so the node list is read every
+``node_check_s``; a node that left ends its bots at once with ``node_lost`` (the actors' own
+death, reported by Ray's health check, ends them the same way if it comes first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from voxfleet.exceptions import BotError, BotStartFailed, NotReady, SignalingTimeout, Unplaceable
+from voxfleet.runtime.protocol import BotExit, BotInfo, NodeInfo
+
+log = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+BANDWIDTH = "bandwidth_kbps"  # the custom resource every bot node offers, in kbit/s
+IceServersFor = Callable[[str], list[dict[str, Any]]]
+
+
+class RayBot:
+    """A bot actor, seen from the control plane. Warm bots have no session yet."""
+
+    def __init__(self, actor: Any, bot_id: str, agent: str, session_id: str | None, node: NodeInfo,
+                 ice_servers: IceServersFor) -> None:
+        self.actor = actor
+        self.bot_id = bot_id
+        self.agent = agent
+        self.session_id = session_id
+        self.node = node
+        self.ice_servers = ice_servers
+        self.info = BotInfo(node=node.address, region=node.region)
+        self._memory_mb: float | None = None
+        self._stop_reason: str | None = None
+        self._lost: str | None = None  # set when our node left the cluster
+        self._exit: asyncio.Future[BotExit] = asyncio.get_running_loop().create_future()
+
+    # -- the BotHandle protocol -------------------------------------------------------------
+    async def _call(self, method: str, timeout: float, *args: Any) -> Any:
+        import ray
+
+        if self._exit.done():
+            raise BotError(f"bot {self.bot_id} (session {self.session_id}) is not running")
+        try:
+            return await asyncio.wait_for(getattr(self.actor, method).remote(*args), timeout)
+        except asyncio.TimeoutError:
+            raise SignalingTimeout(self.session_id or self.bot_id, timeout) from None
+        except ray.exceptions.RayActorError as exc:
+            raise BotError(f"bot {self.bot_id} (session {self.session_id}) went away: {exc.error_msg[:200]}") from None
+
+    async def assign(self, session_id: str, body: Any, timeout: float) -> None:
+        self.session_id = session_id
+        await self._call("assign", timeout, session_id, body, self.ice_servers(session_id))
+
+    async def offer(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+        reply = await self._call("offer", timeout, request)
+        if "error" in reply:
+            raise BotError(f"bot rejected the offer: {reply['error']}")
+        return {k: reply["answer"][k] for k in ("sdp", "type", "pc_id") if k in reply["answer"]}
+
+    async def add_ice_candidates(self, pc_id: str, candidates: list[dict[str, Any]], timeout: float) -> None:
+        reply = await self._call("ice", timeout, pc_id, candidates)
+        if "error" in reply:
+            raise BotError(f"bot rejected the candidates: {reply['error']}")
+
+    stream: Any = None  # media WebSocket streams are relayed to local bots only, for now
+
+    async def open_stream(self, request: dict[str, Any], timeout: float) -> Any:
+        raise BotError(f"session {self.session_id}: media WebSocket streams (telephony) are not supported on "
+                       "the Ray backend yet; use WebRTC")
+
+    def memory_mb(self) -> float | None:
+        return self._memory_mb  # sampled inside the bot, which enforces its own limit
+
+    async def wait_exit(self) -> BotExit:
+        return await asyncio.shield(self._exit)
+
+    async def stop(self, reason: str, grace: float = 2.0) -> None:
+        self._stop_reason = self._stop_reason or reason
+        if self._exit.done():
+            return
+        self.actor.stop.remote(reason)  # its reply is not needed: run() returns when the bot is done
+        try:
+            await asyncio.wait_for(asyncio.shield(self._exit), grace)
+        except asyncio.TimeoutError:
+            self.kill()
+            await asyncio.shield(self._exit)
+
+    def kill(self) -> None:
+        import ray
+
+        try:
+            ray.kill(self.actor, no_restart=True)
+        except Exception as exc:  # noqa: BLE001 - the actor is already gone
+            log.debug("bot %s: kill: %s", self.bot_id, exc)
+
+    # -- driven by the backend --------------------------------------------------------------
+    def node_lost(self) -> None:
+        self._lost = f"node {self.node.address} ({self.node.region}) left the cluster"
+        self._ended(BotExit("node_lost", None, None, self._lost))
+        self.kill()
+
+    def _ended(self, result: BotExit) -> None:
+        if not self._exit.done():
+            self._exit.set_result(result)
+
+    async def serve(self) -> None:
+        """Until the actor is done: its observations into `info`, then how it ended."""
+        import ray
+
+        pulling = asyncio.ensure_future(self._pull_events())
+        try:
+            while not self._exit.done():
+                try:
+                    reply = await self.actor.run.remote()
+                    result = BotExit(reply["reason"], reply["exit_code"], None, reply["detail"])
+                    break
+                except ray.exceptions.ActorUnavailableError:
+                    # The link broke (its node may be going): Ray says whether the actor died, and
+                    # why, once it knows; a live actor answers the repeated call when it is done.
+                    await asyncio.sleep(0.5)
+                except ray.exceptions.RayActorError as exc:
+                    result = self._why_gone(exc)
+                    break
+            else:
+                return
+        finally:
+            pulling.cancel()
+            self.kill()  # one session, one process: the worker ends with its actor
+        self._ended(result)
+
+    def _why_gone(self, exc: Exception) -> BotExit:
+        message = getattr(exc, "error_msg", str(exc))
+        if self._lost is not None or "node has died" in message or "node was terminated" in message:
+            return BotExit("node_lost", None, None, self._lost or f"node {self.node.address} died")
+        if self._stop_reason is not None:
+            return BotExit(self._stop_reason, None, None, "actor killed after the grace period")
+        return BotExit("crashed", None, None, message.strip() or "actor died")
+
+    async def _pull_events(self) -> None:
+        import ray
+
+        cursor = 0
+        while True:
+            try:
+                batch, finished = await self.actor.events.remote(cursor)
+            except ray.exceptions.ActorUnavailableError:
+                await asyncio.sleep(0.5)
+                continue
+            except ray.exceptions.RayActorError:
+                return
+            cursor += len(batch)
+            for kind, fields in batch:
+                self._observe(kind, fields)
+            if finished:
+                return
+
+    def _observe(self, kind: str, fields: dict[str, Any]) -> None:
+        if kind == "event":
+            self.info.events[fields.get("name", "event")] = time.time()
+        elif kind == "warm_ready":
+            self.info.warmup_ms = fields.get("warmup_ms")
+            self.info.events["warm_ready"] = time.time()
+        elif kind == "turn":
+            self.info.turns_v2v_ms.append(fields["v2v_ms"])
+        elif kind == "transcript":
+            self.info.transcript.append({k: fields[k] for k in ("role", "text", "at")})
+        elif kind == "ttfb":
+            self.info.ttfb_s.setdefault(fields["processor"], []).append(fields["seconds"])
+        elif kind == "memory":
+            self._memory_mb = fields["mb"]
+
+
+class RayBackend:
+    """Runs bots as Ray actors on the cluster's bot nodes."""
+
+    def __init__(
+        self,
+        agents: dict[str, str],
+        *,
+        profiles: dict[str, tuple[int, int, int]],  # agent -> (cpu_millis, mem_mb, kbps)
+        address: str,
+        namespace: str = "voxfleet",
+        region_label: str = "region",
+        ice_servers: IceServersFor = lambda _session_id: [],
+        placement_timeout: float = 20.0,
+        bot_start_timeout: float = 20.0,
+        node_check_s: float = 1.0,
+        log_level: str = "INFO",
+        env: dict[str, str] | None = None,
+        idle_timeout: float = 60.0,
+        max_session_s: float = 3600.0,
+        memory_check_s: float = 1.0,
+    ) -> None:
+        self.agents = agents
+        self.profiles = profiles
+        self.address = address
+        self.namespace = namespace
+        self.region_label = region_label
+        self.ice_servers = ice_servers
+        self.placement_timeout = placement_timeout
+        self.bot_start_timeout = bot_start_timeout
+        self.node_check_s = node_check_s
+        self.log_level = log_level
+        self.env = env or {}
+        self.idle_timeout = idle_timeout
+        self.max_session_s = max_session_s
+        self.memory_check_s = memory_check_s
+        self.bots: dict[str, RayBot] = {}
+        self._nodes: dict[str, NodeInfo] = {}
+        self._actor_class: Any = None
+        self._connected = False
+        self.tasks: set[asyncio.Task] = set()
+        self.on_nodes_changed: Callable[[], None] = lambda: None  # replaced by the service
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def start(self) -> None:
+        import ray
+
+        from voxfleet.runtime.ray.actor import BotActor
+
+        try:
+            ray.init(address=self.address, namespace=self.namespace, logging_level=logging.WARNING,
+                     log_to_driver=True, configure_logging=False)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise NotReady(f"ray.address: cannot join the Ray cluster at {self.address!r}: {exc}") from None
+        self._actor_class = ray.remote(BotActor)
+        self._connected = True
+        await self._refresh_nodes()
+        log.info("ray: joined %s; bot nodes: %s", self.address,
+                 ", ".join(f"{n.address} ({n.region})" for n in self._nodes.values()) or "none yet")
+        self._spawn(self._watch_nodes(), "ray-nodes")
+
+    def ready(self) -> bool:
+        return self._connected and bool(self._nodes)
+
+    def nodes(self) -> list[NodeInfo]:
+        return list(self._nodes.values())
+
+    def status(self) -> dict[str, Any]:
+        return {"backend": "ray", "address": self.address, "bots": len(self.bots),
+                "nodes": [{"node_id": n.node_id, "address": n.address, "region": n.region} for n in self._nodes.values()]}
+
+    async def aclose(self) -> None:
+        import ray
+
+        await asyncio.gather(*(bot.stop("shutdown", grace=2.0) for bot in list(self.bots.values())),
+                             return_exceptions=True)
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self._connected:
+            self._connected = False
+            ray.shutdown()
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task:
+        task = asyncio.create_task(coro, name=name)
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("task %s failed", task.get_name(), exc_info=task.exception())
+
+    # -- nodes ------------------------------------------------------------------------------
+    def bot_nodes(self, listed: list[dict[str, Any]]) -> dict[str, NodeInfo]:
+        """The alive nodes that offer bandwidth_kbps and CPU, from ``ray.nodes()``."""
+        found = {}
+        for entry in listed:
+            resources = entry.get("Resources") or {}
+            if not entry.get("Alive") or resources.get(BANDWIDTH, 0) <= 0 or resources.get("CPU", 0) <= 0:
+                continue
+            region = (entry.get("Labels") or {}).get(self.region_label, "default")
+            found[entry["NodeID"]] = NodeInfo(entry["NodeID"], region, entry["NodeManagerAddress"],
+                                              int(resources["CPU"] * 1000), int(resources.get("memory", 0) // MiB),
+                                              int(resources[BANDWIDTH]))
+        return found
+
+    async def _refresh_nodes(self) -> None:
+        import ray
+
+        current = self.bot_nodes(await asyncio.to_thread(ray.nodes))
+        if current.keys() == self._nodes.keys():
+            return
+        gone = [node_id for node_id in self._nodes if node_id not in current]
+        self._nodes = current
+        for bot in list(self.bots.values()):
+            if bot.node.node_id in gone:
+                log.warning("session %s: node %s left the cluster; ending (node_lost)", bot.session_id,
+                            bot.node.address)
+                bot.node_lost()
+        self.on_nodes_changed()
+
+    async def _watch_nodes(self) -> None:
+        while True:
+            await asyncio.sleep(self.node_check_s)
+            try:
+                await self._refresh_nodes()
+            except Exception as exc:  # noqa: BLE001 - the GCS may be briefly unreachable; try again
+                log.warning("ray: reading the node list failed: %s", exc)
+
+    # -- bots -------------------------------------------------------------------------------
+    async def launch(self, agent: str, bot_id: str, session_id: str | None = None, body: Any = None,
+                     node_id: str | None = None) -> RayBot:
+        """Create the bot's actor on `node_id` and return once it is started (and warm, without
+        a session). Unplaceable if Ray does not place it within placement_timeout."""
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        node = self._nodes.get(node_id or "")
+        if node is None:
+            raise Unplaceable(f"node {node_id} is no longer in the cluster")
+        cpu_millis, mem_mb, kbps = self.profiles[agent]
+        spec = {"agent": agent, "bot": self.agents[agent], "bot_id": bot_id, "session_id": session_id,
+                "body": body, "ice_servers": self.ice_servers(session_id) if session_id else [],
+                "env": self.env, "log_level": self.log_level, "idle_timeout": self.idle_timeout,
+                "mem_limit_mb": mem_mb, "max_session_s": self.max_session_s, "memory_check_s": self.memory_check_s}
+        actor = self._actor_class.options(
+            num_cpus=cpu_millis / 1000, memory=mem_mb * MiB, resources={BANDWIDTH: kbps},
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node.node_id, soft=False),
+            max_restarts=0, max_task_retries=0, max_concurrency=64,
+        ).remote(spec)
+        bot = RayBot(actor, bot_id, agent, session_id, node, self.ice_servers)
+        try:
+            bot.info.pid = await asyncio.wait_for(actor.ping.remote(), self.placement_timeout)
+        except asyncio.TimeoutError:
+            bot.kill()
+            raise Unplaceable(f"agent {agent}: Ray did not place the bot on node {node.address} ({node.region}) "
+                              f"within {self.placement_timeout:.0f}s (placement_timeout_s)") from None
+        except ray.exceptions.ActorUnschedulableError as exc:
+            bot.kill()
+            raise Unplaceable(f"agent {agent}: Ray cannot place the bot on node {node.address} ({node.region}): "
+                              f"{str(exc).strip().splitlines()[0]}") from None
+        except ray.exceptions.RayError as exc:
+            bot.kill()
+            raise BotStartFailed(f"bot {bot_id} on {node.address} failed to start: {_first_line(exc)}") from None
+        try:
+            reply = await asyncio.wait_for(actor.start.remote(), self.bot_start_timeout)
+        except (asyncio.TimeoutError, ray.exceptions.RayError) as exc:
+            bot.kill()
+            why = (f"did not start in {self.bot_start_timeout:.0f}s" if isinstance(exc, asyncio.TimeoutError)
+                   else _first_line(exc))
+            raise BotStartFailed(f"bot {bot_id} on {node.address}: {why}") from None
+        if not reply["ok"]:
+            bot.kill()
+            raise BotStartFailed(f"bot {bot_id} on {node.address}: {reply['detail']}")
+        bot.info.events["bot_ready"] = time.time()
+        bot.info.warmup_ms = reply.get("warmup_ms")
+        self.bots[bot_id] = bot
+        self._spawn(self._serve(bot), f"bot:{bot_id}")
+        return bot
+
+    async def _serve(self, bot: RayBot) -> None:
+        try:
+            await bot.serve()
+        finally:
+            self.bots.pop(bot.bot_id, None)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
