@@ -4,6 +4,7 @@ bound, and a node that disappears mid-call."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -12,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import Server, ray_env, wait_for
+from tests.conftest import TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, TWILIO_ENV, Server, ray_env, wait_for
 from voxfleet.bots import tone
 from voxfleet.clients.ray_cluster import BotNode
 from voxfleet.clients.webrtc_client import WebRTCCaller
@@ -53,7 +54,7 @@ def ray_server(ray_cluster, tmp_path_factory):
         "[[agents]]", 'name = "big"', f'bot = "{TONE_BOT}"', 'profile = "agent-3x"', "min_warm = 0",
         'pool_policy = "fixed"',
     ]) + "\n")
-    server = Server(env={"VOXFLEET_CONFIG": str(config),
+    server = Server(env={"VOXFLEET_CONFIG": str(config), **TWILIO_ENV,
                          **ray_env(ray_cluster, nearest_regions={"eu": ["us"], "us": []},
                                    placement_timeout_s=str(PLACEMENT_TIMEOUT_S))})
     yield server
@@ -101,6 +102,28 @@ async def test_call_to_a_warm_bot_on_a_worker_node_in_the_asked_region(ray_serve
         await caller.close()
     record = wait_for(lambda: (r := session(ray_server, result.session_id))["state"] == "ended" and r, timeout=10)
     assert record["endReason"] == "hangup" and record["exitCode"] == 0
+
+
+async def test_phone_call_to_a_bot_actor_in_the_numbers_region(ray_server):
+    """A Twilio media stream relayed to a bot actor on a worker node; ?region= on the webhook URL."""
+    from voxfleet.clients.twilio_caller import TwilioCaller
+
+    await asyncio.to_thread(warm_everywhere, ray_server)
+    caller = TwilioCaller(ray_server.url, TWILIO_AUTH_TOKEN, account_sid=TWILIO_ACCOUNT_SID)
+    call_sid, answers = await caller.dial("tone?region=eu")
+    result = await caller.stream(answers[-1], call_sid, [], listen_s=8)
+    assert result.ttfw_ms is not None and result.frames_in > 0 and result.close_code == 1000
+    session_id = answers[-1].parameters["session"]
+    record = await asyncio.to_thread(
+        wait_for, lambda: (r := session(ray_server, session_id))["state"] == "ended" and r, 10)
+    assert (record["transport"], record["region"], record["node"]) == ("twilio", "eu", "127.0.0.3")
+    assert record["endReason"] == "hangup" and record["endDetail"] == "caller sent stop"
+    assert record["latency"]["ttfwMs"] > 0
+    relay = record["latency"]["relayMs"]  # one machine: one clock, so the relay is measured here too
+    assert relay["inbound"]["frames"] > 10 and relay["outbound"]["frames"] > 0
+    # a number sent to a region no node serves: told goodbye, not a dead line or an error page
+    _sid, nowhere = await caller.dial("tone?region=mars")
+    assert nowhere[-1].hangup and nowhere[-1].says
 
 
 async def test_a_bot_that_raises_ends_bot_error_and_the_next_call_works(ray_server):

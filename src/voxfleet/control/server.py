@@ -59,6 +59,10 @@ async def serve(settings: Settings, announce: Callable[[str], None] = print) -> 
                "OPENAI_MODEL": settings.llm.model}
 
     ice = session_ice_servers(settings)
+    # Pipecat's Twilio serializer (built by the bot's create_transport) reads these; a local bot
+    # inherits them, a Ray actor on another node gets them with its spec
+    env.update({name: value for name, value in (("TWILIO_ACCOUNT_SID", settings.twilio_account_sid),
+                                                 ("TWILIO_AUTH_TOKEN", settings.twilio_auth_token)) if value})
     backend = ray_backend(settings, ice, env) if settings.backend == "ray" else LocalBackend(
         {a.name: a.bot for a in settings.agents},
         runtime_dir=runtime_dir,

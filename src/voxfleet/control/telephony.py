@@ -18,6 +18,7 @@ import asyncio
 import logging
 import secrets
 import time
+from urllib.parse import quote
 from typing import Any
 
 from fastapi import APIRouter, Request, WebSocket
@@ -36,6 +37,7 @@ from voxfleet.exceptions import (
     StreamRejected,
     StreamTokenInvalid,
     TelephonySignatureInvalid,
+    Unplaceable,
     VoxfleetError,
 )
 from voxfleet.scheduler.service import SessionService
@@ -121,21 +123,30 @@ def telephony_router(settings: Settings, service: SessionService, tokens: Stream
         held = request.query_params.get("session")
         if held:
             return await check_held(request, agent, held)
-        attempt = int(request.query_params.get("attempt", "0") or 0)
+        attempt = request.query_params.get("attempt", "0")
+        if not attempt.isdigit():
+            raise InvalidRequest("attempt", attempt, "must be a whole number")
+        attempt = int(attempt)
+        # a number's webhook URL may pick the region its calls run in: ...?region=eu
+        region = request.query_params.get("region") or None
+        keep = f"&region={quote(region)}" if region else ""
         call = {k: params[k] for k in ("CallSid", "AccountSid", "From", "To", "Direction") if k in params}
         try:
-            record = await service.start_session(agent, {"call": call}, transport="twilio")
+            record = await service.start_session(agent, {"call": call}, transport="twilio", region=region)
+        except Unplaceable as exc:  # no node could ever take it: a misconfigured number, not busy
+            log.error("call %s for %s: %s", call_sid, agent, exc)
+            return goodbye(tel.goodbye_message)
         except (AtCapacity, NotReady) as exc:
             log.warning("call %s for %s: %s", call_sid, agent, exc)
             if tel.when_busy == "hold" and attempt < max_attempts:
-                return hold(request, agent, say=attempt == 0, query=f"attempt={attempt + 1}")
+                return hold(request, agent, say=attempt == 0, query=f"attempt={attempt + 1}{keep}")
             return goodbye(tel.goodbye_message if attempt else f"{tel.busy_message.split('.')[0]}. {tel.goodbye_message}")
         if record.state != QUEUED:
             return connect_stream(request, record.session_id)
         if tel.when_busy == "hangup":
             await service.hang_up(record.session_id, "busy")
             return goodbye(f"{tel.busy_message.split('.')[0]}. {tel.goodbye_message}")
-        return hold(request, agent, say=True, query=f"session={record.session_id}")
+        return hold(request, agent, say=True, query=f"session={record.session_id}{keep}")
 
     async def check_held(request: Request, agent: str, session_id: str) -> Response:
         try:
@@ -143,7 +154,7 @@ def telephony_router(settings: Settings, service: SessionService, tokens: Stream
         except SessionNotFound:
             return goodbye(tel.goodbye_message)
         if record.state == QUEUED:
-            return hold(request, agent, say=False, query=f"session={session_id}")
+            return hold(request, agent, say=False, query=request.url.query)
         if record.state == ENDED:
             return goodbye(tel.goodbye_message)
         return connect_stream(request, session_id)

@@ -216,15 +216,11 @@ class BotHost:
                 elif kind == "ice":
                     self.spawn(self.add_candidates(message))
                 elif kind == "ws_in":
-                    if self.stream is not None:
-                        self.stream.deliver(message)
+                    self.stream_in(message)
                 elif kind == "ws_open":
-                    self.spawn(self.open_stream(message))
+                    self.spawn(self.answer_stream(message))
                 elif kind == "ws_close":
-                    if self.stream is not None:
-                        self.client_left = True
-                        self.client_left_detail = message.get("reason", "")
-                        self.stream.peer_closed(int(message.get("code", 1000)))
+                    self.stream_closed(message)
                 elif kind == "stop":
                     self.stop(message.get("reason", "hangup"))
         except (ConnectionError, wire.WireError) as exc:
@@ -291,6 +287,15 @@ class BotHost:
             return
         self.send("ice_ok", id=request_id)
 
+    async def answer_stream(self, message: dict[str, Any]) -> None:
+        request_id = message["id"]
+        try:
+            await self.open_stream(message)
+        except Exception as exc:  # noqa: BLE001 - reported to the control plane, which maps it
+            self.send("error", id=request_id, message=f"{type(exc).__name__}: {exc}")
+            return
+        self.send("ws_opened", id=request_id)
+
     async def open_stream(self, message: dict[str, Any]) -> None:
         """A media WebSocket for this session (a phone call's stream, or a generic Pipecat
         WebSocket client): run the bot on it with WebSocketRunnerArguments."""
@@ -298,10 +303,8 @@ class BotHost:
 
         from voxfleet.runtime.ws_relay import RelayedWebSocket
 
-        request_id = message["id"]
         if self.stream is not None or self.bot_task is not None:
-            self.send("error", id=request_id, message="this session's bot is already connected")
-            return
+            raise RuntimeError("this session's bot is already connected")
         self.stream = RelayedWebSocket(self.send, message)
         await self.stream.websocket.accept()
         self.observe_websocket_rtvi()
@@ -312,7 +315,18 @@ class BotHost:
         self.bot_task = asyncio.create_task(self.bot(runner_args), name=f"bot:{self.session_id}")
         self.bot_task.add_done_callback(self.bot_finished)
         self.send("event", name="bot_started", at=time.time())
-        self.send("ws_opened", id=request_id)
+
+    def stream_in(self, message: dict[str, Any]) -> None:
+        """A frame from the caller ({text} or {bytes: base64}, at)."""
+        if self.stream is not None:
+            self.stream.deliver(message)
+
+    def stream_closed(self, message: dict[str, Any]) -> None:
+        """The caller's socket closed ({code, reason})."""
+        if self.stream is not None:
+            self.client_left = True
+            self.client_left_detail = message.get("reason", "")
+            self.stream.peer_closed(int(message.get("code", 1000)))
 
     async def start_bot(self, connection: Any) -> None:
         from pipecat.runner.types import SmallWebRTCRunnerArguments

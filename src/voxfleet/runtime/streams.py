@@ -10,12 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 Write = Callable[..., None]  # (kind, **fields) -> None: one message to the bot
+
+
+@functools.cache
+def clock_id() -> str:
+    """Which monotonic clock this process reads: the kernel's boot id. Relay latency is measured
+    only between processes that share it (a bot on another node of a cluster does not)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return "unknown"
 
 
 @dataclass(frozen=True)

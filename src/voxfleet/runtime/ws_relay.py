@@ -20,7 +20,7 @@ from typing import Any
 
 from starlette.websockets import WebSocket
 
-from voxfleet.runtime.streams import percentiles
+from voxfleet.runtime.streams import clock_id, percentiles
 
 Send = Callable[..., None]  # BotHost.send(kind, **fields)
 
@@ -33,6 +33,7 @@ class RelayedWebSocket:
         self.closed_by_bot = False
         self.closed_by_peer: int | None = None
         self.inbound_ms: list[float] = []
+        self.same_clock = request.get("clock") == clock_id()  # else relay latency is not measured
         client = request.get("client") or ["0.0.0.0", 0]
         scope = {
             "type": "websocket",
@@ -52,7 +53,7 @@ class RelayedWebSocket:
     # -- from the control plane -------------------------------------------------------------
     def deliver(self, message: dict[str, Any]) -> None:
         sent_at = message.get("at")
-        if sent_at is not None:
+        if sent_at is not None and self.same_clock:
             self.inbound_ms.append((time.monotonic() - sent_at) * 1000)
         if "bytes" in message:
             self._inbox.put_nowait({"type": "websocket.receive", "bytes": base64.b64decode(message["bytes"])})
@@ -70,10 +71,11 @@ class RelayedWebSocket:
     async def _asgi_send(self, message: dict[str, Any]) -> None:
         kind = message["type"]
         if kind == "websocket.send":
+            at = time.monotonic() if self.same_clock else None
             if message.get("bytes") is not None:
-                self._send("ws_out", bytes=base64.b64encode(message["bytes"]).decode(), at=time.monotonic())
+                self._send("ws_out", bytes=base64.b64encode(message["bytes"]).decode(), at=at)
             else:
-                self._send("ws_out", text=message.get("text") or "", at=time.monotonic())
+                self._send("ws_out", text=message.get("text") or "", at=at)
         elif kind == "websocket.close" and not self.closed_by_bot:
             self.closed_by_bot = True
             self._send("ws_close", code=message.get("code", 1000), reason=message.get("reason") or "")

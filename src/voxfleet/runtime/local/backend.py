@@ -25,7 +25,7 @@ from voxfleet.runtime import wire
 from voxfleet.runtime.local.cgroups import CpuLimiter
 from voxfleet.runtime.local.node import pss_mb
 from voxfleet.runtime.protocol import BotExit, BotInfo
-from voxfleet.runtime.streams import RelayStream
+from voxfleet.runtime.streams import RelayStream, clock_id
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ class LocalBot:
         if self.stream is not None:
             raise BotError(f"session {self.session_id} already has a media stream")
         self.stream = RelayStream(self._write)
-        reply = await self._request("ws_open", timeout, **request)
+        reply = await self._request("ws_open", timeout, **request, clock=clock_id())
         if reply["t"] == "error":
             raise BotError(f"bot refused the media stream: {reply.get('message', '')}")
         return self.stream

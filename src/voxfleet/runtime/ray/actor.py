@@ -25,7 +25,8 @@ from voxfleet.runtime.bot_host import BotHost
 
 log = logging.getLogger(__name__)
 
-OBSERVED = ("event", "turn", "transcript", "ttfb", "warm_ready", "memory")
+OBSERVED = ("event", "turn", "transcript", "ttfb", "warm_ready", "memory",
+            "ws_out", "ws_close", "relay_stats")  # the last three: a relayed media WebSocket
 MEMORY_REPORT_STEP_MB = 4.0  # report memory when it moved at least this much
 RELABEL_DELAY_S = 0.05
 
@@ -41,6 +42,8 @@ class BotActor:
         self.finished = False
         self.tasks: set[asyncio.Task] = set()
         self.reported_mb = 0.0
+        self.next_frame = 0  # caller frames of a media WebSocket apply in the order they were sent
+        self.early_frames: dict[int, tuple[str, dict[str, Any]]] = {}
 
     async def ping(self) -> int:
         """Answers once the actor exists (placed, process started)."""
@@ -101,6 +104,27 @@ class BotActor:
         except Exception as exc:  # noqa: BLE001
             return {"error": str(getattr(exc, "detail", None) or f"{type(exc).__name__}: {exc}")}
         return {}
+
+    async def ws_open(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Run the session's bot on a media WebSocket relayed by the control plane."""
+        assert self.host is not None
+        try:
+            await self.host.open_stream(request)
+        except Exception as exc:  # noqa: BLE001 - answered to the control plane, which maps it
+            return {"error": f"{type(exc).__name__}: {exc}"}
+        return {}
+
+    async def ws_frame(self, seq: int, kind: str, message: dict[str, Any]) -> None:
+        """A caller frame (ws_in) or the caller's close (ws_close), number `seq` of the stream.
+        Ray starts an async actor's calls concurrently, so the order is restored here."""
+        self.early_frames[seq] = (kind, message)
+        while self.next_frame in self.early_frames and self.host is not None:
+            kind, message = self.early_frames.pop(self.next_frame)
+            self.next_frame += 1
+            if kind == "ws_in":
+                self.host.stream_in(message)
+            else:
+                self.host.stream_closed(message)
 
     async def stop(self, reason: str) -> None:
         if self.host is not None:

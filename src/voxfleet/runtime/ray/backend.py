@@ -16,6 +16,7 @@ death, reported by Ray's health check, ends them the same way if it comes first)
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from typing import Any
 
 from voxfleet.exceptions import BotError, BotStartFailed, NotReady, SignalingTimeout, Unplaceable
 from voxfleet.runtime.protocol import BotExit, BotInfo, NodeInfo
+from voxfleet.runtime.streams import RelayStream, clock_id
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,7 @@ class RayBot:
         self._stop_reason: str | None = None
         self._lost: str | None = None  # set when our node left the cluster
         self._exit: asyncio.Future[BotExit] = asyncio.get_running_loop().create_future()
+        self.stream: RelayStream | None = None
 
     # -- the BotHandle protocol -------------------------------------------------------------
     async def _call(self, method: str, timeout: float, *args: Any) -> Any:
@@ -76,11 +79,17 @@ class RayBot:
         if "error" in reply:
             raise BotError(f"bot rejected the candidates: {reply['error']}")
 
-    stream: Any = None  # media WebSocket streams are relayed to local bots only, for now
-
-    async def open_stream(self, request: dict[str, Any], timeout: float) -> Any:
-        raise BotError(f"session {self.session_id}: media WebSocket streams (telephony) are not supported on "
-                       "the Ray backend yet; use WebRTC")
+    async def open_stream(self, request: dict[str, Any], timeout: float) -> RelayStream:
+        """A media WebSocket (phone call, generic client) relayed to the actor: caller frames as
+        numbered actor calls, the bot's frames with its other observations (``events``)."""
+        if self.stream is not None:
+            raise BotError(f"session {self.session_id} already has a media stream")
+        frames = itertools.count()
+        self.stream = RelayStream(lambda kind, **fields: self.actor.ws_frame.remote(next(frames), kind, fields))
+        reply = await self._call("ws_open", timeout, {**request, "clock": clock_id()})
+        if "error" in reply:
+            raise BotError(f"bot refused the media stream: {reply['error']}")
+        return self.stream
 
     def memory_mb(self) -> float | None:
         return self._memory_mb  # sampled inside the bot, which enforces its own limit
@@ -114,6 +123,8 @@ class RayBot:
         self.kill()
 
     def _ended(self, result: BotExit) -> None:
+        if self.stream is not None:
+            self.stream.on_bot_gone()
         if not self._exit.done():
             self._exit.set_result(result)
 
@@ -137,6 +148,8 @@ class RayBot:
                     break
             else:
                 return
+            # the observations the bot made last (how its stream went) may still be in flight
+            await asyncio.wait({pulling}, timeout=2.0)
         finally:
             pulling.cancel()
             self.kill()  # one session, one process: the worker ends with its actor
@@ -169,7 +182,10 @@ class RayBot:
                 return
 
     def _observe(self, kind: str, fields: dict[str, Any]) -> None:
-        if kind == "event":
+        if kind in ("ws_out", "ws_close", "relay_stats"):
+            if self.stream is not None:
+                self.stream.on_bot_message({"t": kind, **fields})
+        elif kind == "event":
             self.info.events[fields.get("name", "event")] = time.time()
         elif kind == "warm_ready":
             self.info.warmup_ms = fields.get("warmup_ms")
