@@ -101,8 +101,7 @@ async def _caller_to_bot(websocket: WebSocket, stream: RelayStream, check: Twili
     while True:
         try:
             frame = await receive_frame(websocket, idle_timeout)
-        except asyncio.TimeoutError:
-            stream.close(1001, "caller idle")
+        except asyncio.TimeoutError:  # the session is then stopped with this reason (run_stream)
             await close_caller(websocket, 1001, f"no frame for {idle_timeout:.0f}s")
             return RelayEnd("idle_timeout", f"no frame from the caller for {idle_timeout:.0f}s")
         except (WebSocketDisconnect, RuntimeError, OSError) as exc:
