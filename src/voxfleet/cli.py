@@ -132,6 +132,10 @@ def cmd_bench_phone(args: argparse.Namespace) -> int:
     from voxfleet.clients.bench_phone import run_phone_bench
 
     report = asyncio.run(run_phone_bench(calls=args.calls, include_peer=not args.no_peer, speech_text=args.question))
+    print(json.dumps(report, indent=2) if args.json else report["text"])
+    return 0
+
+
 def cmd_bench_ray(args: argparse.Namespace) -> int:
     from voxfleet.clients.bench_ray import run_ray_bench
 
