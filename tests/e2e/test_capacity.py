@@ -155,3 +155,22 @@ async def test_sigterm_drains_running_sessions_then_exits(tmp_path):
     finally:
         await caller.close()
         server.stop()
+
+
+def test_taking_a_warm_bot_starts_its_replacement_at_once(tmp_path):
+    """min_warm = 1: while the first call still runs, the pool is warm again for the next."""
+    lines = ["[[agents]]", 'name = "tone"', f'bot = "{TONE_BOT}"', "min_warm = 1", 'pool_policy = "fixed"']
+    (tmp_path / "voxfleet.toml").write_text("\n".join(lines) + "\n")
+    server = Server(env={"VOXFLEET_CONFIG": str(tmp_path / "voxfleet.toml")})
+    try:
+        wait_for(lambda: capacity(server)["agents"]["tone"]["warm"] == 1, timeout=30)
+        with server.client() as http:
+            first = http.post("/start", json={}).json()["sessionId"]
+            wait_for(lambda: capacity(server)["agents"]["tone"]["warm"] == 1, timeout=15)
+            assert session(server, first)["state"] != "ended"  # the first call is still live
+            second = http.post("/start", json={}).json()["sessionId"]
+            assert [session(server, s)["start"] for s in (first, second)] == ["warm", "warm"]
+            for s in (first, second):
+                http.delete(f"/v1/sessions/{s}")
+    finally:
+        server.stop()

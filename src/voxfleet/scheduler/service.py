@@ -227,7 +227,8 @@ class SessionService:
         self.pools[agent].forecaster.observe(record.created_at)
         self.bots[record.session_id] = asyncio.get_running_loop().create_future()
         self.preferences[record.session_id] = preference
-        if not self._admit(record, body):
+        admitted = self._admit(record, body)
+        if not admitted:
             position = self.queue.push(record.session_id, agent)
             if position is None:
                 self.bots.pop(record.session_id)
@@ -242,6 +243,8 @@ class SessionService:
             log.info("session %s: queued at #%d for agent %s", record.session_id, position, agent)
         self.table.add(record)
         self.on_change(record)
+        if admitted:
+            self._rebalance()  # it may have taken a warm bot: start the replacement now
         return record
 
     async def offer(self, session_id: str, request: dict[str, Any]) -> dict[str, Any]:
