@@ -112,36 +112,35 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    """Every benchmark: run it (args.run), print its table, or the whole report with --json."""
+    report = asyncio.run(args.run(args))
+    print(json.dumps(report, indent=2) if args.json else report["text"])
+    return 0
+
+
+async def bench_ttfw(args: argparse.Namespace) -> dict:
     from voxfleet.clients.bench import run_ttfw_bench
 
-    report = asyncio.run(run_ttfw_bench(sessions=args.sessions, bot=args.bot, include_peer=not args.no_peer,
-                                        speech_text=args.question))
-    print(json.dumps(report, indent=2) if args.json else report["text"])
-    return 0
+    return await run_ttfw_bench(sessions=args.sessions, bot=args.bot, include_peer=not args.no_peer,
+                                speech_text=args.question)
 
 
-def cmd_bench_start(args: argparse.Namespace) -> int:
+async def bench_start(args: argparse.Namespace) -> dict:
     from voxfleet.clients.bench_start import run_start_bench
 
-    report = asyncio.run(run_start_bench(sessions=args.sessions))
-    print(json.dumps(report, indent=2) if args.json else report["text"])
-    return 0
+    return await run_start_bench(sessions=args.sessions)
 
 
-def cmd_bench_phone(args: argparse.Namespace) -> int:
+async def bench_phone(args: argparse.Namespace) -> dict:
     from voxfleet.clients.bench_phone import run_phone_bench
 
-    report = asyncio.run(run_phone_bench(calls=args.calls, include_peer=not args.no_peer, speech_text=args.question))
-    print(json.dumps(report, indent=2) if args.json else report["text"])
-    return 0
+    return await run_phone_bench(calls=args.calls, include_peer=not args.no_peer, speech_text=args.question)
 
 
-def cmd_bench_ray(args: argparse.Namespace) -> int:
+async def bench_ray(args: argparse.Namespace) -> dict:
     from voxfleet.clients.bench_ray import run_ray_bench
 
-    report = asyncio.run(run_ray_bench(sessions=args.sessions))
-    print(json.dumps(report, indent=2) if args.json else report["text"])
-    return 0
+    return await run_ray_bench(sessions=args.sessions)
 
 
 def cmd_service(args: argparse.Namespace) -> int:
@@ -239,22 +238,22 @@ def main(argv: list[str] | None = None) -> int:
     ttfw.add_argument("--no-peer", action="store_true", help="skip the Pipecat dev-runner run")
     ttfw.add_argument("--question", default="What is the capital of France?")
     ttfw.add_argument("--json", action="store_true")
-    ttfw.set_defaults(func=cmd_bench)
+    ttfw.set_defaults(func=cmd_bench, run=bench_ttfw)
     start = bench_sub.add_parser("start", help="warm vs cold starts, assignment latency, bot PSS, a 10x burst")
     start.add_argument("-n", "--sessions", type=int, default=20)
     start.add_argument("--json", action="store_true")
-    start.set_defaults(func=cmd_bench_start)
+    start.set_defaults(func=cmd_bench, run=bench_start)
     phone = bench_sub.add_parser("phone", help="phone calls: TTFW warm/cold, V2V, relay latency per frame, "
                                                "vs Pipecat's dev runner")
     phone.add_argument("-n", "--calls", type=int, default=10)
     phone.add_argument("--no-peer", action="store_true", help="skip the Pipecat dev-runner run")
     phone.add_argument("--question", default="What is the capital of France?")
     phone.add_argument("--json", action="store_true")
-    phone.set_defaults(func=cmd_bench_phone)
+    phone.set_defaults(func=cmd_bench, run=bench_phone)
     on_ray = bench_sub.add_parser("ray", help="warm and cold starts on a local Ray cluster vs the local backend")
     on_ray.add_argument("-n", "--sessions", type=int, default=10)
     on_ray.add_argument("--json", action="store_true")
-    on_ray.set_defaults(func=cmd_bench_ray)
+    on_ray.set_defaults(func=cmd_bench, run=bench_ray)
 
     from voxfleet.sim.cli import add_simulate_parser
 

@@ -34,6 +34,14 @@ from __future__ import annotations
 from typing import Any
 
 
+def field_problem(field: str, value: Any, reason: str, width: int) -> str:
+    """``field: reason (got value)``, the value's repr cut to `width` characters."""
+    shown = repr(value)
+    if len(shown) > width:
+        shown = shown[: width - 3] + "..."
+    return f"{field}: {reason} (got {shown})"
+
+
 class VoxfleetError(Exception):
     """Root of every error voxfleet raises on purpose."""
 
@@ -51,22 +59,26 @@ class ConfigError(VoxfleetError):
     code = "CONFIG_ERROR"
 
 
-class InvalidRequest(VoxfleetError):
-    """A request field has a value we cannot accept. Names the field and the value."""
+class NamesField:
+    """Mixin for errors about one field's value: the message names the field and the value
+    (its repr cut to `shown_width` characters)."""
 
-    code = "INVALID_REQUEST"
+    shown_width = 80
 
     def __init__(self, field: str, value: Any, reason: str) -> None:
         self.field = field
         self.value = value
         self.reason = reason
-        super().__init__(str(self))
+        super().__init__(str(self))  # type: ignore[call-arg]  # VoxfleetError's detail
 
     def __str__(self) -> str:
-        shown = repr(self.value)
-        if len(shown) > 80:
-            shown = shown[:77] + "..."
-        return f"{self.field}: {self.reason} (got {shown})"
+        return field_problem(self.field, self.value, self.reason, width=self.shown_width)
+
+
+class InvalidRequest(NamesField, VoxfleetError):
+    """A request field has a value we cannot accept. Names the field and the value."""
+
+    code = "INVALID_REQUEST"
 
 
 class RequestTooLarge(VoxfleetError):
@@ -220,19 +232,8 @@ class StreamTokenInvalid(StreamRejected):
     code = "STREAM_TOKEN_INVALID"
 
 
-class StreamProtocolError(StreamRejected):
+class StreamProtocolError(NamesField, StreamRejected):
     """A frame that breaks the stream's protocol. Names the field and the value, like InvalidRequest."""
 
     code = "STREAM_PROTOCOL_ERROR"
-
-    def __init__(self, field: str, value: Any, reason: str) -> None:
-        self.field = field
-        self.value = value
-        self.reason = reason
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        shown = repr(self.value)
-        if len(shown) > 40:
-            shown = shown[:37] + "..."
-        return f"{self.field}: {self.reason} (got {shown})"
+    shown_width = 40  # the message must fit a WebSocket close reason

@@ -171,3 +171,15 @@ def test_twilio_credentials_come_from_twilios_own_variables(monkeypatch):
     assert (settings.twilio_auth_token, settings.twilio_account_sid) == ("s3cr3t-auth", "AC1")
     assert settings.public_url == "https://voice.example.com"
     assert "s3cr3t-auth" not in repr(settings)
+
+
+def test_relay_latency_samples_stay_bounded_and_count_every_frame():
+    from voxfleet.runtime.streams import LatencySamples
+
+    samples = LatencySamples(keep=100)
+    for i in range(10_000):
+        samples.add(float(i % 100))
+    summary = samples.summary()
+    assert summary["frames"] == 10_000 and len(samples.samples) == 100
+    assert 30 <= summary["p50"] <= 70 and summary["p99"] >= 90
+    assert LatencySamples().summary() == {"frames": 0}

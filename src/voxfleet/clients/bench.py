@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,6 +44,18 @@ def rss_mb(pid: int) -> float:
     except OSError:
         pass
     return float("nan")
+
+
+async def pool_settled(http: Any, agent: str, min_warm: int, timeout: float = 60) -> dict[str, Any]:
+    """Between a benchmark's calls: the last call's bot is gone and `min_warm` bots are warm, none
+    warming. Returns the agent's pool status (``warm_pids``, ...)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pool = (await http.get("/v1/capacity")).json()["agents"][agent]
+        if not pool["active"] and pool["warm"] >= min_warm and not pool["warming"]:
+            return pool
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"the {agent} pool did not settle within {timeout:.0f}s")
 
 
 class Served:
@@ -165,14 +176,20 @@ async def run_ttfw_bench(sessions: int, bot: str | None, include_peer: bool, spe
     return report
 
 
-def render(report: dict[str, Any]) -> str:
-    lines = [f"time to first word / voice-to-voice, {report['sessions']} sequential sessions, bot {report['bot']}",
-             f"{'server':<22}{'TTFW p50':>10}{'TTFW p95':>10}{'V2V p50':>10}{'V2V p95':>10}{'failed':>8}"]
-    for key in ("voxfleet", "pipecat_dev_runner"):
+def latency_table(report: dict[str, Any], keys: tuple[str, ...]) -> list[str]:
+    """Header and one row per series of `report` present: TTFW and V2V p50/p95, failures."""
+    lines = [f"{'server':<22}{'TTFW p50':>10}{'TTFW p95':>10}{'V2V p50':>10}{'V2V p95':>10}{'failed':>8}"]
+    for key in keys:
         if key in report:
             r = report[key]
             lines.append(f"{key:<22}{r['ttfw_ms']['p50']:>8.0f}ms{r['ttfw_ms']['p95']:>8.0f}ms"
                          f"{r['v2v_ms']['p50']:>8.0f}ms{r['v2v_ms']['p95']:>8.0f}ms{r['failed']:>8}")
+    return lines
+
+
+def render(report: dict[str, Any]) -> str:
+    lines = [f"time to first word / voice-to-voice, {report['sessions']} sequential sessions, bot {report['bot']}",
+             *latency_table(report, ("voxfleet", "pipecat_dev_runner"))]
     if "voxfleet" in report and "pipecat_dev_runner" in report:
         ours, theirs = report["voxfleet"], report["pipecat_dev_runner"]
         ratio = theirs["ttfw_ms"]["p50"] / ours["ttfw_ms"]["p50"] if ours["ttfw_ms"]["p50"] else float("nan")

@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 
 from voxfleet.bots.llm_server import free_port
-from voxfleet.clients.bench import Served, percentile, shared_llm
+from voxfleet.clients.bench import Served, latency_table, percentile, pool_settled, shared_llm
 from voxfleet.clients.speech import speak
 from voxfleet.clients.twilio_caller import TwilioCaller, TwimlAnswer, sid
 
@@ -54,7 +54,7 @@ async def voxfleet_series(calls: int, min_warm: int, question, serve_env: dict[s
         caller = TwilioCaller(url, AUTH_TOKEN, account_sid=ACCOUNT)
         async with httpx.AsyncClient(base_url=url, timeout=30) as http:
             for index in range(calls):
-                await _pool_settled(http, min_warm)
+                await pool_settled(http, "assistant", min_warm)
                 try:
                     call_sid, answers = await caller.dial("assistant")
                     row = await _call(caller, answers[-1], call_sid, question)
@@ -93,17 +93,6 @@ async def peer_series(calls: int, question, bot_env: dict[str, str]) -> dict[str
     finally:
         peer.stop()
     return summarize(rows)
-
-
-async def _pool_settled(http: httpx.AsyncClient, min_warm: int, timeout: float = 60) -> None:
-    """Between calls: the last call's bot is gone and (warm series) a warm bot is ready."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        pool = (await http.get("/v1/capacity")).json()["agents"]["assistant"]
-        if not pool["active"] and pool["warm"] >= min_warm:
-            return
-        await asyncio.sleep(0.2)
-    raise TimeoutError("the pool did not settle")
 
 
 async def _ended(http: httpx.AsyncClient, session_id: str, timeout: float = 15) -> dict[str, Any]:
@@ -152,12 +141,7 @@ async def run_phone_bench(calls: int, include_peer: bool, speech_text: str) -> d
 
 def render(report: dict[str, Any]) -> str:
     lines = [f"phone calls (Twilio Media Streams), {report['calls']} sequential calls each, offline assistant",
-             f"{'server':<22}{'TTFW p50':>10}{'TTFW p95':>10}{'V2V p50':>10}{'V2V p95':>10}{'failed':>8}"]
-    for key in ("voxfleet_warm", "voxfleet_cold", "pipecat_dev_runner"):
-        if key in report:
-            r = report[key]
-            lines.append(f"{key:<22}{r['ttfw_ms']['p50']:>8.0f}ms{r['ttfw_ms']['p95']:>8.0f}ms"
-                         f"{r['v2v_ms']['p50']:>8.0f}ms{r['v2v_ms']['p95']:>8.0f}ms{r['failed']:>8}")
+             *latency_table(report, ("voxfleet_warm", "voxfleet_cold", "pipecat_dev_runner"))]
     peer, warm = report.get("pipecat_dev_runner"), report.get("voxfleet_warm")
     if peer and warm and warm["ttfw_ms"]["p50"]:
         lines.append(f"ratio (dev runner / voxfleet warm): TTFW p50 {peer['ttfw_ms']['p50'] / warm['ttfw_ms']['p50']:.2f}x, "

@@ -15,14 +15,13 @@ from __future__ import annotations
 import asyncio
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from voxfleet.bots import tone
-from voxfleet.clients.bench import Served, percentile
+from voxfleet.clients.bench import Served, percentile, pool_settled
 from voxfleet.clients.ray_cluster import BotNode, LocalRayCluster, _descendants
 from voxfleet.clients.webrtc_client import WebRTCCaller
 from voxfleet.runtime.local.node import pss_mb
@@ -42,16 +41,6 @@ def _serve(min_warm: int, cluster: LocalRayCluster | None) -> Served:
                    "--log-level", "WARNING", "--dev"], env, ready=r"voxfleet: ready, open (http://\S+)")
 
 
-async def _warm_ready(http: httpx.AsyncClient, timeout: float = 60) -> list[int]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pool = (await http.get("/v1/capacity")).json()["agents"]["tone"]
-        if pool["warm"] >= 1 and not pool["active"] and not pool["warming"]:
-            return pool["warm_pids"]
-        await asyncio.sleep(0.1)
-    raise TimeoutError("warm pool did not refill")
-
-
 async def series(sessions: int, min_warm: int, cluster: LocalRayCluster | None) -> dict[str, Any]:
     label = f"{'ray' if cluster else 'local'} {'warm' if min_warm else 'cold'}"
     server = _serve(min_warm, cluster)
@@ -62,7 +51,7 @@ async def series(sessions: int, min_warm: int, cluster: LocalRayCluster | None) 
         async with httpx.AsyncClient(base_url=url, timeout=30) as http:
             for index in range(sessions):
                 if min_warm:
-                    pids = await _warm_ready(http)
+                    pids = (await pool_settled(http, "tone", 1))["warm_pids"]
                     idle_pss.append(pss_mb(pids[0]) or float("nan"))
                     if cluster and index == 0:
                         node_pss = {address: _tree_pss(node) for address, node in cluster.nodes.items()}

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from voxfleet.clients.bench import Served, percentile
+from voxfleet.clients.bench import Served, percentile, pool_settled
 from voxfleet.clients.webrtc_client import WebRTCCaller
 from voxfleet.runtime.local.node import pss_mb
 from voxfleet.bots import tone
@@ -38,16 +38,6 @@ def _serve(config: str) -> Served:
                   ready=r"voxfleet: ready, open (http://\S+)")
 
 
-async def _warm_ready(http: httpx.AsyncClient, agent: str, timeout: float = 30) -> list[int]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pool = (await http.get("/v1/capacity")).json()["agents"][agent]
-        if pool["warm"] >= 1 and not pool["active"]:
-            return pool["warm_pids"]
-        await asyncio.sleep(0.1)
-    raise TimeoutError("warm pool did not refill")
-
-
 async def start_series(sessions: int, min_warm: int) -> dict[str, Any]:
     server = _serve(f'[[agents]]\nname = "assistant"\nbot = "voxfleet.bots.assistant"\n'
                     f'min_warm = {min_warm}\npool_policy = "fixed"\n')
@@ -57,7 +47,7 @@ async def start_series(sessions: int, min_warm: int) -> dict[str, Any]:
         async with httpx.AsyncClient(base_url=url, timeout=30) as http:
             for index in range(sessions):
                 if min_warm:
-                    pids = await _warm_ready(http, "assistant")
+                    pids = (await pool_settled(http, "assistant", 1, timeout=30))["warm_pids"]
                     idle_pss.append(pss_mb(pids[0]) or float("nan"))
                 else:
                     await asyncio.sleep(1.0)

@@ -26,6 +26,7 @@ from voxfleet.exceptions import (
     StreamTokenInvalid,
     Unplaceable,
     VoxfleetError,
+    field_problem,
 )
 
 log = logging.getLogger(__name__)
@@ -83,11 +84,8 @@ def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
         if err.get("type") == "json_invalid":
             problems.append(f"body: not valid JSON ({err.get('ctx', {}).get('error', err.get('msg'))})")
             continue
-        value = err.get("input")
-        shown = repr(value)
-        if len(shown) > 60:
-            shown = shown[:57] + "..."
-        problems.append(f"{field}: {err.get('msg')} (got {shown})" if "input" in err else f"{field}: {err.get('msg')}")
+        problems.append(field_problem(field, err["input"], err.get("msg"), width=60) if "input" in err
+                        else f"{field}: {err.get('msg')}")
     return "; ".join(problems), first_field
 
 

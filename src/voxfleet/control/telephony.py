@@ -166,8 +166,8 @@ def telephony_router(settings: Settings, service: SessionService, tokens: Stream
         check = TwilioStreamCheck()
         try:
             connected, start = await twilio_handshake(websocket, check)
-            session_id = tokens.consume((check.started or {}).get("customParameters", {}).get("token"))
             params = check.started.get("customParameters", {})
+            session_id = tokens.consume(params.get("token"))
             if params.get("session") != session_id:
                 raise StreamTokenInvalid("stream token is for another session")
         except StreamRejected as exc:
@@ -177,6 +177,8 @@ def telephony_router(settings: Settings, service: SessionService, tokens: Stream
                          call_sid=check.started["callSid"])
 
     async def twilio_handshake(websocket: WebSocket, check: TwilioStreamCheck) -> tuple[str, str]:
+        """The stream's ``connected`` and ``start`` messages. Pipecat's parser reads two messages,
+        so a stream that opens with ``start`` gets the documented ``connected`` put before it."""
         frames: list[str] = []
         while check.started is None:
             try:

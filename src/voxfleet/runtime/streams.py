@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ class RelayStream:
         self._write = write
         self._outbox: asyncio.Queue[str | bytes | StreamClosed] = asyncio.Queue()
         self.closed: StreamClosed | None = None
-        self.outbound_ms: list[float] = []
+        self.outbound_ms = LatencySamples()
         self.inbound_stats: dict[str, Any] = {}
 
     # -- caller -> bot ----------------------------------------------------------------------
@@ -68,7 +69,7 @@ class RelayStream:
         if kind == "ws_out":
             sent_at = message.get("at")
             if sent_at is not None:
-                self.outbound_ms.append((time.monotonic() - sent_at) * 1000)
+                self.outbound_ms.add((time.monotonic() - sent_at) * 1000)
             frame = base64.b64decode(message["bytes"]) if "bytes" in message else message.get("text", "")
             self._outbox.put_nowait(frame)
         elif kind == "ws_close":
@@ -86,12 +87,29 @@ class RelayStream:
 
     def stats(self) -> dict[str, Any]:
         """Relay latency per frame, ms: inbound (caller -> bot) and outbound (bot -> caller)."""
-        return {"inbound": dict(self.inbound_stats), "outbound": percentiles(self.outbound_ms)}
+        return {"inbound": dict(self.inbound_stats), "outbound": self.outbound_ms.summary()}
 
 
-def percentiles(samples_ms: list[float]) -> dict[str, Any]:
-    samples = sorted(samples_ms)
-    if not samples:
-        return {"frames": 0}
-    pick = lambda q: round(samples[min(len(samples) - 1, int(q * len(samples)))], 3)  # noqa: E731
-    return {"frames": len(samples), "p50": pick(0.5), "p95": pick(0.95), "p99": pick(0.99)}
+class LatencySamples:
+    """Per-frame latencies of one stream in bounded memory: every frame is counted, and a uniform
+    random sample of at most `keep` of them (reservoir sampling) gives the percentiles, so an
+    hour-long call (180,000 frames) costs no more than a short one."""
+
+    def __init__(self, keep: int = 4096) -> None:
+        self.keep = keep
+        self.frames = 0
+        self.samples: list[float] = []
+
+    def add(self, ms: float) -> None:
+        self.frames += 1
+        if len(self.samples) < self.keep:
+            self.samples.append(ms)
+        elif (slot := random.randrange(self.frames)) < self.keep:
+            self.samples[slot] = ms
+
+    def summary(self) -> dict[str, Any]:
+        samples = sorted(self.samples)
+        if not samples:
+            return {"frames": 0}
+        pick = lambda q: round(samples[min(len(samples) - 1, int(q * len(samples)))], 3)  # noqa: E731
+        return {"frames": self.frames, "p50": pick(0.5), "p95": pick(0.95), "p99": pick(0.99)}

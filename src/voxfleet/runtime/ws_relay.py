@@ -20,7 +20,7 @@ from typing import Any
 
 from starlette.websockets import WebSocket
 
-from voxfleet.runtime.streams import clock_id, percentiles
+from voxfleet.runtime.streams import LatencySamples, clock_id
 
 Send = Callable[..., None]  # BotHost.send(kind, **fields)
 
@@ -32,7 +32,7 @@ class RelayedWebSocket:
         self._inbox.put_nowait({"type": "websocket.connect"})
         self.closed_by_bot = False
         self.closed_by_peer: int | None = None
-        self.inbound_ms: list[float] = []
+        self.inbound_ms = LatencySamples()
         self.same_clock = request.get("clock") == clock_id()  # else relay latency is not measured
         client = request.get("client") or ["0.0.0.0", 0]
         scope = {
@@ -54,7 +54,7 @@ class RelayedWebSocket:
     def deliver(self, message: dict[str, Any]) -> None:
         sent_at = message.get("at")
         if sent_at is not None and self.same_clock:
-            self.inbound_ms.append((time.monotonic() - sent_at) * 1000)
+            self.inbound_ms.add((time.monotonic() - sent_at) * 1000)
         if "bytes" in message:
             self._inbox.put_nowait({"type": "websocket.receive", "bytes": base64.b64decode(message["bytes"])})
         else:
@@ -83,4 +83,4 @@ class RelayedWebSocket:
 
     def stats(self) -> dict[str, Any]:
         """Inbound relay latency (control plane received -> bot delivered), ms."""
-        return percentiles(self.inbound_ms)
+        return self.inbound_ms.summary()

@@ -44,6 +44,7 @@ from voxfleet.scheduler.forecast import ArrivalForecaster
 from voxfleet.scheduler.pool import AdmissionQueue, WarmPoolPolicy
 from voxfleet.scheduler.pool_sizing import PredictiveWarmPoolPolicy
 from voxfleet.scheduler.sessions import ACTIVE, ENDED, QUEUED, SessionRecord, SessionTable
+from voxfleet.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ class SessionService:
         self.live_bots: dict[str, BotHandle] = {}  # bot_id -> bot (warm or busy)
         self.queued_bodies: dict[str, Any] = {}
         self.preferences: dict[str, list[str]] = {}  # session_id -> regions to try, nearest first
-        self.tasks: set[asyncio.Task] = set()
+        self.tasks = BackgroundTasks(log)
         self.accepting = True
         self._sessions_done = asyncio.Event()
         self._recheck: asyncio.Task | None = None
@@ -189,7 +190,7 @@ class SessionService:
 
     def start(self) -> None:
         """Begin filling warm pools and sampling memory (after the backend is ready)."""
-        self._spawn(self._watch_memory(), "memory-watch")
+        self.tasks.spawn(self._watch_memory(), "memory-watch")
         self._rebalance()
 
     async def drain(self, timeout: float) -> None:
@@ -199,7 +200,7 @@ class SessionService:
             self._expire_queued(session_id, "shutdown", "voxfleet is shutting down")
         for pool in self.pools.values():
             for bot in list(pool.warm):
-                self._spawn(bot.stop("shutdown", grace=1.0), f"retire:{bot.bot_id}")
+                self.tasks.spawn(bot.stop("shutdown", grace=1.0), f"retire:{bot.bot_id}")
         if self.table.count():
             log.info("draining: waiting up to %.0fs for %d session(s)", timeout, self.table.count())
             self._sessions_done.clear()
@@ -210,9 +211,7 @@ class SessionService:
 
     async def aclose(self) -> None:
         self.accepting = False
-        for task in list(self.tasks):
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.tasks.cancel_all()
 
     # -- commands ---------------------------------------------------------------------------
     async def start_session(self, agent: str, body: Any, transport: str = "webrtc",
@@ -239,7 +238,7 @@ class SessionService:
             record.state = QUEUED
             record.queue_position = position
             self.queued_bodies[record.session_id] = body
-            self._spawn(self._queue_deadline(record), f"queue-deadline:{record.session_id}")
+            self.tasks.spawn(self._queue_deadline(record), f"queue-deadline:{record.session_id}")
             log.info("session %s: queued at #%d for agent %s", record.session_id, position, agent)
         self.table.add(record)
         self.on_change(record)
@@ -255,7 +254,7 @@ class SessionService:
             answer = await bot.offer(request, self.limits.signaling_timeout)
         except MediaPortsExhausted:
             # this session cannot get media ports now: end it so its reservation frees at once
-            self._spawn(bot.stop("media_ports_exhausted"), f"no-ports:{session_id}")
+            self.tasks.spawn(bot.stop("media_ports_exhausted"), f"no-ports:{session_id}")
             raise
         if record.activate():
             record.mark("answered")
@@ -322,13 +321,13 @@ class SessionService:
         if choice.kind == "warm":
             bot = pool.take_warm(choice.region)
             pool.add_active(choice.region, 1)
-            self._spawn(self._serve(record, body, warm_bot=bot), f"session:{record.session_id}")
+            self.tasks.spawn(self._serve(record, body, warm_bot=bot), f"session:{record.session_id}")
             return True
         bot_id = uuid.uuid4().hex
         node = self.ledger.reserve(bot_id, pool.profile.resources, [choice.region])
         assert node is not None, "choose_start said it fits"
         pool.add_active(choice.region, 1)
-        self._spawn(self._serve(record, body, bot_id=bot_id, node=node), f"session:{record.session_id}")
+        self.tasks.spawn(self._serve(record, body, bot_id=bot_id, node=node), f"session:{record.session_id}")
         return True
 
     def _retire_one_warm_bot(self, exclude: str, regions: list[str]) -> None:
@@ -340,7 +339,7 @@ class SessionService:
             for region in regions:
                 if pool.warm_in(region):
                     bot = pool.take_warm(region)
-                    self._spawn(bot.stop("retired", grace=1.0), f"retire:{bot.bot_id}")
+                    self.tasks.spawn(bot.stop("retired", grace=1.0), f"retire:{bot.bot_id}")
                     return
 
     async def _serve(self, record: SessionRecord, body: Any, *, warm_bot: BotHandle | None = None,
@@ -414,14 +413,14 @@ class SessionService:
             finally:
                 self._finish(record, pool)
 
-        self._spawn(serve(), f"session:{record.session_id}")
+        self.tasks.spawn(serve(), f"session:{record.session_id}")
 
     async def _run_bot(self, record: SessionRecord, bot: BotHandle) -> None:
         """From the moment a bot owns the session until it is gone."""
         # the bot's live observations, shown by GET /v1/sessions/{id} while the call runs
         record.turns_v2v_ms, record.transcript, record.ttfb_s = (
             bot.info.turns_v2v_ms, bot.info.transcript, bot.info.ttfb_s)
-        deadline = self._spawn(self._deadlines(record, bot), f"deadlines:{record.session_id}")
+        deadline = self.tasks.spawn(self._deadlines(record, bot), f"deadlines:{record.session_id}")
         result = await bot.wait_exit()
         deadline.cancel()
         for name, at in bot.info.events.items():
@@ -509,11 +508,11 @@ class SessionService:
                     pool.add_warming(region, 1)
                     have += 1
                     in_flight += 1
-                    self._spawn(self._warm_one(pool, bot_id, node), f"warm:{bot_id}")
+                    self.tasks.spawn(self._warm_one(pool, bot_id, node), f"warm:{bot_id}")
                 while have > target and pool.warm_in(region):
                     bot = pool.take_warm(region)
                     have -= 1
-                    self._spawn(bot.stop("retired", grace=1.0), f"retire:{bot.bot_id}")
+                    self.tasks.spawn(bot.stop("retired", grace=1.0), f"retire:{bot.bot_id}")
 
     def _recheck_later(self, delay: float = 5.0) -> None:
         if self._recheck is None or self._recheck.done():
@@ -521,7 +520,7 @@ class SessionService:
                 await asyncio.sleep(delay)
                 self._rebalance()
 
-            self._recheck = self._spawn(recheck(), "pool-recheck")
+            self._recheck = self.tasks.spawn(recheck(), "pool-recheck")
 
     async def _warm_one(self, pool: AgentPool, bot_id: str, node: Node) -> None:
         started = time.monotonic()
@@ -545,7 +544,7 @@ class SessionService:
 
     def _watch_bot(self, bot: BotHandle) -> None:
         self.live_bots[bot.bot_id] = bot
-        self._spawn(self._release_on_exit(bot), f"release:{bot.bot_id}")
+        self.tasks.spawn(self._release_on_exit(bot), f"release:{bot.bot_id}")
 
     async def _release_on_exit(self, bot: BotHandle) -> None:
         result = await bot.wait_exit()
@@ -573,7 +572,7 @@ class SessionService:
                 if used is not None and used > limit:
                     log.warning("session %s: bot uses %.0f MiB PSS, over its %d MiB limit; ending",
                                 bot.session_id, used, limit)
-                    self._spawn(bot.stop("memory_limit", grace=0.5), f"memory-limit:{bot.bot_id}")
+                    self.tasks.spawn(bot.stop("memory_limit", grace=0.5), f"memory-limit:{bot.bot_id}")
 
     # -- internals --------------------------------------------------------------------------
     async def _bot_for(self, record: SessionRecord, action: str) -> BotHandle:
@@ -589,13 +588,3 @@ class SessionService:
         except Exception as exc:  # noqa: BLE001 - surfaced as a bot failure for this session
             raise BotError(f"bot for session {record.session_id} failed to start: {exc}") from exc
 
-    def _spawn(self, coro: Any, name: str) -> asyncio.Task:
-        task = asyncio.create_task(coro, name=name)
-        self.tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task) -> None:
-        self.tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("task %s failed", task.get_name(), exc_info=task.exception())

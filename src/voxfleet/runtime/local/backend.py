@@ -26,6 +26,7 @@ from voxfleet.runtime.local.cgroups import CpuLimiter
 from voxfleet.runtime.local.node import pss_mb
 from voxfleet.runtime.protocol import BotExit, BotInfo
 from voxfleet.runtime.streams import RelayStream, clock_id
+from voxfleet.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +254,7 @@ class LocalBackend:
         self.on_resumed: Callable[[LocalBot], None] = lambda bot: bot.kill()  # replaced by the service
         self.on_nodes_changed: Callable[[], None] = lambda: None  # one machine: its nodes never change
         self.server: asyncio.AbstractServer | None = None
-        self.tasks: set[asyncio.Task] = set()
+        self.tasks = BackgroundTasks(log)
         self.closing = False
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -262,7 +263,7 @@ class LocalBackend:
             os.unlink(self.socket_path)
         self.server = await asyncio.start_unix_server(self._on_connection, self.socket_path, limit=wire.MAX_LINE)
         for link in self.templates.values():
-            self._spawn(self._supervise(link), f"template:{link.agent}")
+            self.tasks.spawn(self._supervise(link), f"template:{link.agent}")
         waits = [asyncio.wait_for(link.ready.wait(), self.template_start_timeout) for link in self.templates.values()]
         try:
             await asyncio.gather(*waits)
@@ -294,23 +295,11 @@ class LocalBackend:
                     await asyncio.wait_for(link.process.wait(), 5)
                 except asyncio.TimeoutError:
                     link.process.kill()
-        for task in list(self.tasks):
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.tasks.cancel_all()
         if self.server:
             self.server.close()
             await self.server.wait_closed()
 
-    def _spawn(self, coro: Any, name: str) -> asyncio.Task:
-        task = asyncio.create_task(coro, name=name)
-        self.tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task) -> None:
-        self.tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("task %s failed", task.get_name(), exc_info=task.exception())
 
     async def _supervise(self, link: TemplateLink) -> None:
         """Run the agent's template; start a new one if it dies (live bots carry on)."""
@@ -349,7 +338,7 @@ class LocalBackend:
         if agent in self.cpu_limits:
             bot.on_assigned = lambda: self.cpu.set_share(bot_id, self.cpu_limits[agent])
         self.bots[bot_id] = bot
-        self._spawn(self._forget_when_done(bot), f"bot-exit:{bot_id}")
+        self.tasks.spawn(self._forget_when_done(bot), f"bot-exit:{bot_id}")
         fields: dict[str, Any] = {"bot_id": bot_id}
         if session_id is not None:
             fields.update(session_id=session_id, body=body, ice_servers=self.ice_servers(session_id))
@@ -390,7 +379,7 @@ class LocalBackend:
                 bot = LocalBot(message["bot_id"], message["agent"], message["session_id"])
                 bot.attach(writer, message["pid"])
                 self.bots[bot.bot_id] = bot
-                self._spawn(self._forget_when_done(bot), f"bot-exit:{bot.bot_id}")
+                self.tasks.spawn(self._forget_when_done(bot), f"bot-exit:{bot.bot_id}")
                 log.info("session %s: bot pid %s rejoined", bot.session_id, bot.info.pid)
                 self.on_resumed(bot)
                 while line := await reader.readline():
@@ -411,7 +400,7 @@ class LocalBackend:
                 link.writer = None
             if bot is not None:
                 bot.on_link_closed()
-                self._spawn(self._confirm_exit(bot), f"confirm-exit:{bot.bot_id}")
+                self.tasks.spawn(self._confirm_exit(bot), f"confirm-exit:{bot.bot_id}")
             writer.close()
 
     def _on_template_message(self, message: dict[str, Any]) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 from voxfleet.exceptions import BotError, BotStartFailed, NotReady, SignalingTimeout, Unplaceable
 from voxfleet.runtime.protocol import BotExit, BotInfo, NodeInfo
 from voxfleet.runtime.streams import RelayStream, clock_id
+from voxfleet.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +240,7 @@ class RayBackend:
         self._nodes: dict[str, NodeInfo] = {}
         self._actor_class: Any = None
         self._connected = False
-        self.tasks: set[asyncio.Task] = set()
+        self.tasks = BackgroundTasks(log)
         self.on_nodes_changed: Callable[[], None] = lambda: None  # replaced by the service
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -258,7 +259,7 @@ class RayBackend:
         await self._refresh_nodes()
         log.info("ray: joined %s; bot nodes: %s", self.address,
                  ", ".join(f"{n.address} ({n.region})" for n in self._nodes.values()) or "none yet")
-        self._spawn(self._watch_nodes(), "ray-nodes")
+        self.tasks.spawn(self._watch_nodes(), "ray-nodes")
 
     def ready(self) -> bool:
         return self._connected and bool(self._nodes)
@@ -275,23 +276,11 @@ class RayBackend:
 
         await asyncio.gather(*(bot.stop("shutdown", grace=2.0) for bot in list(self.bots.values())),
                              return_exceptions=True)
-        for task in list(self.tasks):
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.tasks.cancel_all()
         if self._connected:
             self._connected = False
             ray.shutdown()
 
-    def _spawn(self, coro: Any, name: str) -> asyncio.Task:
-        task = asyncio.create_task(coro, name=name)
-        self.tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task) -> None:
-        self.tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("task %s failed", task.get_name(), exc_info=task.exception())
 
     # -- nodes ------------------------------------------------------------------------------
     def bot_nodes(self, listed: list[dict[str, Any]]) -> dict[str, NodeInfo]:
@@ -378,7 +367,7 @@ class RayBackend:
         bot.info.events["bot_ready"] = time.time()
         bot.info.warmup_ms = reply.get("warmup_ms")
         self.bots[bot_id] = bot
-        self._spawn(self._serve(bot), f"bot:{bot_id}")
+        self.tasks.spawn(self._serve(bot), f"bot:{bot_id}")
         return bot
 
     async def _serve(self, bot: RayBot) -> None:
