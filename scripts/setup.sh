@@ -70,7 +70,7 @@ fi
 
 # 5. Website bundle: the official Pipecat client libraries from npm, bundled by esbuild.
 bundle=src/voxfleet/control/web/static/vendor/app.js
-if [[ ! -f $bundle || web/src/main.js -nt $bundle || web/package-lock.json -nt $bundle ]]; then
+if [[ ! -f $bundle || web/package-lock.json -nt $bundle || -n "$(find web/src -newer "$bundle" -type f)" ]]; then
   say "web: npm ci && build"
   (cd web && npm ci --no-audit --no-fund --loglevel=error && npm run -s build)
 fi

@@ -7,6 +7,7 @@ import time
 import pytest
 
 from voxfleet.exceptions import ConfigError
+from voxfleet.observability.turns import TurnBreakdown
 from voxfleet.scheduler.sessions import SessionRecord
 from voxfleet.storage.store import Store, database_url as normalise
 
@@ -14,7 +15,9 @@ from voxfleet.storage.store import Store, database_url as normalise
 def record(session_id: str = "s1") -> dict:
     r = SessionRecord(session_id=session_id, agent="assistant", transport="webrtc")
     r.warm, r.bot_start_ms, r.pid = True, 6.5, 1234
-    r.turns_v2v_ms, r.transcript = [850.0, 910.0], [{"role": "bot", "text": "Hello!", "at": r.created_at}]
+    r.turns = [TurnBreakdown(speech_end=r.created_at + 5, stages_ms={"vad_stop": 200.0, "audio_out": 850.0}),
+               TurnBreakdown(speech_end=r.created_at + 9, stages_ms={"audio_out": 910.0})]
+    r.transcript = [{"role": "bot", "text": "Hello!", "at": r.created_at}]
     r.first_audio_at = r.created_at + 0.28
     return r.to_public()
 
@@ -37,6 +40,8 @@ async def test_sessions_round_trip_and_restart_marks_unfinished(database_url):
     got = await store.get_session("done-1")
     assert got["endReason"] == "hangup" and got["start"] == "warm" and got["botStartMs"] == 6.5
     assert got["latency"]["turnsV2vMs"] == [850.0, 910.0] and got["latency"]["ttfwMs"] == pytest.approx(280, abs=1)
+    assert got["latency"]["turns"][0]["stagesMs"] == {"vad_stop": 200.0, "audio_out": 850.0}
+    assert got["latency"]["stagesMs"]["audio_out"]["p50"] == pytest.approx(880.0)
     assert got["transcript"][0]["text"] == "Hello!"
     assert (got["regionRequested"], got["region"], got["node"]) == ("eu", "us", "10.0.2.9")
     assert got["events"][0]["kind"] == "first_audio"

@@ -106,6 +106,38 @@ function renderSessions(sessions) {
   drawHistory("history-plot", sessions);
 }
 
+// The stages of a turn (observability/turns.py), each as time after the end of the user's speech.
+const STAGES = [
+  ["vad_stop", "VAD stop window", "#6b7a90"], ["turn_decision", "turn decision", "#9b6bff"],
+  ["transcript", "transcript", "#5b8cff"], ["llm_first_token", "LLM first token", "#2fbf71"],
+  ["tts_text", "text to TTS", "#b8d94a"], ["tts_first_audio", "TTS first audio", "#f0b429"],
+  ["audio_out", "audio out", "#ff7a59"],
+];
+
+// One stacked bar per turn: each segment is the time from the previous stage to this one.
+function turnBars(turns) {
+  if (!turns.length) return "<p class='muted'>No turns yet</p>";
+  const widest = Math.max(...turns.map((t) => t.v2vMs), 1);
+  const bars = turns.map((t, i) => {
+    let last = 0;
+    const segs = STAGES.filter(([k]) => t.stagesMs[k] !== undefined).map(([k, label, color]) => {
+      const at = Math.max(t.stagesMs[k], last), w = (100 * (at - last)) / widest;
+      const seg = `<i style="width:${w}%;background:${color}" title="${esc(label)}: ${Math.round(at - last)} ms (at ${Math.round(at)} ms)"></i>`;
+      last = at;
+      return seg;
+    }).join("");
+    return `<div class="turn-row"><span>turn ${i + 1}</span><div class="stack">${segs}</div><b>${ms(t.v2vMs)}</b></div>`;
+  }).join("");
+  const legend = STAGES.map(([, label, color]) => `<span><i style="background:${color}"></i>${esc(label)}</span>`).join("");
+  return `${bars}<div class="stack-legend">${legend}</div>`;
+}
+
+function stageTable(summary) {
+  const rows = STAGES.filter(([k]) => summary[k]).map(([k, label]) =>
+    `<tr><td>${esc(label)}</td><td>${ms(summary[k].p50)}</td><td>${ms(summary[k].p95)}</td></tr>`).join("");
+  return rows ? `<table class="stages"><thead><tr><th>stage (after end of speech)</th><th>p50</th><th>p95</th></tr></thead><tbody>${rows}</tbody></table>` : "";
+}
+
 async function renderDetail() {
   const id = location.hash.slice(1);
   $("detail").hidden = !id;
@@ -125,6 +157,8 @@ async function renderDetail() {
         <li>${esc(s.start ?? "—")} start · bot in ${ms(s.botStartMs)} · pid ${esc(s.pid ?? "—")}</li>
         <li>time to first word <b>${ms(s.latency.ttfwMs)}</b></li>
         <li>voice-to-voice per turn: ${s.latency.turnsV2vMs.map(ms).join(", ") || "—"}</li></ul>
+        <h3>Turns, by stage</h3><div class="turns">${turnBars(s.latency.turns ?? [])}</div>
+        ${stageTable(s.latency.stagesMs ?? {})}
         <h3>Service TTFB (p50)</h3><ul class="plain">${ttfb}</ul></div>
       <div><h3>Timeline</h3><ol class="timeline">${timeline}</ol></div>
       <div><h3>Transcript</h3><div class="transcript">${transcript}</div></div>

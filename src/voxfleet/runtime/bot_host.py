@@ -33,6 +33,7 @@ from voxfleet.runtime import wire
 log = logging.getLogger(__name__)
 
 BotFunction = Callable[[Any], Awaitable[Any]]
+OFFER_SETTLE_S = 5.0  # the longest ICE candidates wait for an offer being answered
 
 
 class BotHost:
@@ -85,6 +86,11 @@ class BotHost:
         self.reconnect_s = reconnect_s
         self.stream: Any = None  # a RelayedWebSocket once a media WebSocket session opened
         self.emit = emit
+        # Cleared while an offer is being answered: ICE candidates that arrive meanwhile (a queued
+        # caller's offer and candidates are relayed together when its bot is ready) wait for the
+        # peer connection the offer creates instead of failing with "Peer connection not found".
+        self.offers_settled = asyncio.Event()
+        self.offers_settled.set()
 
     REPLAYED = ("event", "turn", "transcript", "ttfb")
 
@@ -250,12 +256,20 @@ class BotHost:
             restart_pc=message.get("restart_pc"),
             request_data=message.get("request_data"),
         )
-        return await self.handler.handle_web_request(request, self.start_bot) or {}
+        self.offers_settled.clear()
+        try:
+            return await self.handler.handle_web_request(request, self.start_bot) or {}
+        finally:
+            self.offers_settled.set()
 
     async def add_ice(self, message: dict[str, Any]) -> None:
         """Add trickled ICE candidates ({pc_id, candidates: [{candidate, sdp_mid, sdp_mline_index}]})."""
         from pipecat.transports.smallwebrtc.request_handler import IceCandidate, SmallWebRTCPatchRequest
 
+        try:
+            await asyncio.wait_for(self.offers_settled.wait(), OFFER_SETTLE_S)
+        except asyncio.TimeoutError:
+            pass  # handled below as Pipecat handles candidates for an unknown peer connection
         await self.handler.handle_patch_request(
             SmallWebRTCPatchRequest(
                 pc_id=message["pc_id"],
@@ -308,6 +322,7 @@ class BotHost:
         self.stream = RelayedWebSocket(self.send, message)
         await self.stream.websocket.accept()
         self.observe_websocket_rtvi()
+        self.observe_turns()
         runner_args = WebSocketRunnerArguments(
             websocket=self.stream.websocket, body=self.body, session_id=self.session_id,
             transport_type="websocket" if message.get("transport") == "websocket" else None,
@@ -336,6 +351,7 @@ class BotHost:
             self.client_left = True
 
         self.observe_rtvi(connection)
+        self.observe_turns()
 
         @connection.event_handler("connected")
         async def on_connected(_connection: Any) -> None:
@@ -354,9 +370,9 @@ class BotHost:
         client (Pipecat's PipelineWorker emits them by default), without touching the bot: the
         connection's send_app_message is wrapped for this one session.
 
-        first_audio: the first bot-started-speaking; turn: VAD end of user speech -> the next
-        bot-started-speaking (voice-to-voice, as the bot sees it); ttfb: each service's
-        time to first byte from RTVI metrics; transcript: final user transcriptions and bot output."""
+        first_audio: the first bot-started-speaking; ttfb: each service's time to first byte from
+        RTVI metrics; transcript: final user transcriptions and bot output. Turns are timed by
+        ``observe_turns`` (RTVI messages carry neither the VAD's stop window nor the stages)."""
         send = connection.send_app_message
         observe = self.rtvi_observer()
 
@@ -381,8 +397,33 @@ class BotHost:
 
         FastAPIWebsocketOutputTransport.send_message = observed  # type: ignore[method-assign]
 
+    def observe_turns(self) -> None:
+        """Time every user turn of this session (voice-to-voice and its stages, see
+        ``observability.turns``) with an observer on each ``PipelineWorker`` the bot creates. The
+        bot is unchanged; this process hosts one session, so the class is wrapped here, once."""
+        from pipecat.pipeline.worker import PipelineWorker
+
+        from voxfleet.runtime.turn_observer import TurnLatencyObserver
+
+        if getattr(PipelineWorker.__init__, "voxfleet_observed", False):
+            return
+        init = PipelineWorker.__init__
+
+        def observed_init(worker: Any, *args: Any, **kwargs: Any) -> None:
+            init(worker, *args, **kwargs)
+            worker.add_observer(TurnLatencyObserver(self.report_turn))
+
+        observed_init.voxfleet_observed = True  # type: ignore[attr-defined]
+        PipelineWorker.__init__ = observed_init  # type: ignore[method-assign]
+
+    def report_turn(self, turn: Any) -> None:
+        self.send("turn", v2v_ms=turn.v2v_ms, stages_ms=turn.stages_ms, speech_end=turn.speech_end,
+                  at=time.time())
+        log.info("session %s: turn voice-to-voice %.0f ms (%s)", self.session_id, turn.v2v_ms,
+                 ", ".join(f"{k} {v:.0f}" for k, v in turn.stages_ms.items()))
+
     def rtvi_observer(self) -> Callable[[Any], None]:
-        state: dict[str, Any] = {"user_stopped": None, "first_audio": False, "last_bot_text": None}
+        state: dict[str, Any] = {"first_audio": False, "last_bot_text": None}
 
         def observe(message: Any) -> None:
             try:
@@ -396,16 +437,10 @@ class BotHost:
         if not isinstance(message, dict) or message.get("label") != "rtvi-ai":
             return
         kind, data, now = message.get("type"), message.get("data") or {}, time.time()
-        if kind in ("vad-user-stopped-speaking", "user-stopped-speaking"):
-            if kind == "vad-user-stopped-speaking" or state["user_stopped"] is None:
-                state["user_stopped"] = now
-        elif kind == "bot-started-speaking":
+        if kind == "bot-started-speaking":
             if not state["first_audio"]:
                 state["first_audio"] = True
                 self.send("event", name="first_audio", at=now)
-            elif state["user_stopped"] is not None:
-                self.send("turn", v2v_ms=round((now - state["user_stopped"]) * 1000, 1), at=now)
-            state["user_stopped"] = None
         elif kind == "user-transcription" and data.get("final") and data.get("text", "").strip():
             self.send("transcript", role="user", text=data["text"].strip(), at=now)
         elif kind == "bot-output" and data.get("aggregated_by") != "word" and data.get("text", "").strip():

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from voxfleet.observability.turns import TurnBreakdown
 from voxfleet.runtime.streams import RelayStream
 LOCAL_REGION = "local"
 
@@ -37,7 +38,7 @@ class BotInfo:
     region: str = LOCAL_REGION
     warmup_ms: float | None = None
     events: dict[str, float] = field(default_factory=dict)  # name -> epoch seconds
-    turns_v2v_ms: list[float] = field(default_factory=list)  # voice-to-voice per turn
+    turns: list[TurnBreakdown] = field(default_factory=list)  # voice-to-voice per turn, by stage
     transcript: list[dict[str, Any]] = field(default_factory=list)  # {role, text, at}
     ttfb_s: dict[str, list[float]] = field(default_factory=dict)  # service -> TTFB per request
 

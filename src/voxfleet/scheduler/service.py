@@ -418,8 +418,7 @@ class SessionService:
     async def _run_bot(self, record: SessionRecord, bot: BotHandle) -> None:
         """From the moment a bot owns the session until it is gone."""
         # the bot's live observations, shown by GET /v1/sessions/{id} while the call runs
-        record.turns_v2v_ms, record.transcript, record.ttfb_s = (
-            bot.info.turns_v2v_ms, bot.info.transcript, bot.info.ttfb_s)
+        record.turns, record.transcript, record.ttfb_s = bot.info.turns, bot.info.transcript, bot.info.ttfb_s
         deadline = self.tasks.spawn(self._deadlines(record, bot), f"deadlines:{record.session_id}")
         result = await bot.wait_exit()
         deadline.cancel()
@@ -438,8 +437,7 @@ class SessionService:
         ttfw = record.latency_summary()["ttfwMs"]
         if ttfw is not None:
             self.metrics.ttfw.labels(record.agent, "warm" if record.warm else "cold").observe(ttfw / 1000)
-        for v2v in record.turns_v2v_ms:
-            self.metrics.v2v.labels(record.agent).observe(v2v / 1000)
+        self.metrics.observe_turns(record.agent, record.turns)
 
     async def _deadlines(self, record: SessionRecord, bot: BotHandle) -> None:
         await asyncio.sleep(self.limits.offer_timeout)

@@ -13,6 +13,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from voxfleet.observability.turns import TurnBreakdown, stage_summary
+
 QUEUED, STARTING, ACTIVE, ENDED = "queued", "starting", "active", "ended"
 
 END_REASONS = {
@@ -57,7 +59,7 @@ class SessionRecord:
     first_audio_at: float | None = None
     stream_started_at: float | None = None  # a media WebSocket's start: phone TTFW counts from here
     relay_ms: dict[str, Any] = field(default_factory=dict)  # media WebSocket relay latency per frame
-    turns_v2v_ms: list[float] = field(default_factory=list)
+    turns: list[TurnBreakdown] = field(default_factory=list)
     transcript: list[dict[str, Any]] = field(default_factory=list)
     ttfb_s: dict[str, list[float]] = field(default_factory=dict)
     timings_ms: dict[str, float] = field(default_factory=dict)
@@ -119,19 +121,23 @@ class SessionRecord:
         record.warm = None if data.get("start") is None else data["start"] == "warm"
         record.region, record.node = data.get("region"), data.get("node")
         record.timings_ms = dict(data.get("timingsMs") or {})
+        record.turns = [TurnBreakdown.from_public(t) for t in (data.get("latency") or {}).get("turns") or []]
         return record
 
     def latency_summary(self) -> dict[str, Any]:
         """TTFW (start request -> bot starts speaking, bot side; for a phone call: the stream's
         start event -> first non-silent audio sent to the caller), voice-to-voice per turn, each
         service's median time to first byte, and a media WebSocket's relay latency per frame."""
-        turns = sorted(self.turns_v2v_ms)
+        turns = sorted(t.v2v_ms for t in self.turns)
         origin = self.stream_started_at or self.created_at
         return {
             "ttfwMs": None if self.first_audio_at is None else round((self.first_audio_at - origin) * 1000, 1),
             **({"relayMs": self.relay_ms} if self.relay_ms else {}),
-            "turnsV2vMs": list(self.turns_v2v_ms),
+            "turnsV2vMs": [t.v2v_ms for t in self.turns],
             "v2vP50Ms": turns[len(turns) // 2] if turns else None,
+            # each turn by stage, in ms after the end of the user's speech (observability.turns)
+            "turns": [t.to_public() for t in self.turns],
+            "stagesMs": stage_summary(self.turns),
             "ttfbP50Ms": {name: round(sorted(v)[len(v) // 2] * 1000, 1) for name, v in self.ttfb_s.items() if v},
         }
 

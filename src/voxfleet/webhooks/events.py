@@ -25,6 +25,7 @@ def event_for(session: dict[str, Any], started_sent: bool) -> tuple[str, dict[st
         "start": session.get("start"), "botStartMs": session.get("botStartMs"),
         "ttfwMs": latency.get("ttfwMs"), "turnsV2vMs": latency.get("turnsV2vMs", []),
         "v2vP50Ms": latency.get("v2vP50Ms"), "ttfbP50Ms": latency.get("ttfbP50Ms", {}),
+        "turns": latency.get("turns", []),
         "transcript": session.get("transcript", []),
     }
     kind = "session.failed" if session["endReason"] in FAILED_REASONS else "session.ended"

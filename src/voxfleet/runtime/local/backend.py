@@ -24,6 +24,7 @@ from voxfleet.exceptions import BotError, BotStartFailed, MediaPortsExhausted, N
 from voxfleet.runtime import wire
 from voxfleet.runtime.local.cgroups import CpuLimiter
 from voxfleet.runtime.local.node import pss_mb
+from voxfleet.observability.turns import TurnBreakdown
 from voxfleet.runtime.protocol import BotExit, BotInfo
 from voxfleet.runtime.streams import RelayStream, clock_id
 from voxfleet.tasks import BackgroundTasks
@@ -83,7 +84,7 @@ class LocalBot:
         elif kind == "event":
             self.info.events[message.get("name", "event")] = time.time()
         elif kind == "turn":
-            self.info.turns_v2v_ms.append(message["v2v_ms"])
+            self.info.turns.append(TurnBreakdown.from_report(message))
         elif kind == "transcript":
             self.info.transcript.append({k: message[k] for k in ("role", "text", "at")})
         elif kind == "ttfb":

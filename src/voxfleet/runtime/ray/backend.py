@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from voxfleet.exceptions import BotError, BotStartFailed, NotReady, SignalingTimeout, Unplaceable
+from voxfleet.observability.turns import TurnBreakdown
 from voxfleet.runtime.protocol import BotExit, BotInfo, NodeInfo
 from voxfleet.runtime.streams import RelayStream, clock_id
 from voxfleet.tasks import BackgroundTasks
@@ -192,7 +193,7 @@ class RayBot:
             self.info.warmup_ms = fields.get("warmup_ms")
             self.info.events["warm_ready"] = time.time()
         elif kind == "turn":
-            self.info.turns_v2v_ms.append(fields["v2v_ms"])
+            self.info.turns.append(TurnBreakdown.from_report(fields))
         elif kind == "transcript":
             self.info.transcript.append({k: fields[k] for k in ("role", "text", "at")})
         elif kind == "ttfb":
