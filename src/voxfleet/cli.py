@@ -125,6 +125,20 @@ async def bench_ttfw(args: argparse.Namespace) -> dict:
                                 speech_text=args.question)
 
 
+async def bench_turn(args: argparse.Namespace) -> dict:
+    from voxfleet.clients.bench_turn import run_turn_bench
+
+    concurrency = [int(k) for k in args.concurrency.split(",") if k.strip()]
+    return await run_turn_bench(calls=args.calls, bot=args.bot, speech_text=args.question, concurrency=concurrency,
+                                include_plain=not args.no_plain, include_peer=not args.no_peer)
+
+
+async def bench_stt(args: argparse.Namespace) -> dict:
+    from voxfleet.clients.bench_stt import run_stt_bench
+
+    return await asyncio.to_thread(run_stt_bench, [int(n) for n in args.threads.split(",")])
+
+
 async def bench_start(args: argparse.Namespace) -> dict:
     from voxfleet.clients.bench_start import run_start_bench
 
@@ -239,6 +253,22 @@ def main(argv: list[str] | None = None) -> int:
     ttfw.add_argument("--question", default="What is the capital of France?")
     ttfw.add_argument("--json", action="store_true")
     ttfw.set_defaults(func=cmd_bench, run=bench_ttfw)
+    turn = bench_sub.add_parser("turn", help="voice-to-voice per turn at the caller and in the record, by stage; "
+                                             "vs a plain Pipecat bot under voxfleet and Pipecat's dev runner")
+    turn.add_argument("-n", "--calls", type=int, default=10)
+    turn.add_argument("--bot", default=None, help="the plain bot file (default: voxfleet/clients/plain_bot.py)")
+    turn.add_argument("--concurrency", default="1", metavar="K,K,...",
+                      help="also call the assistant K at a time, for each K (e.g. 1,2,4)")
+    turn.add_argument("--no-plain", action="store_true", help="skip the plain bot under voxfleet")
+    turn.add_argument("--no-peer", action="store_true", help="skip the Pipecat dev-runner run")
+    turn.add_argument("--question", default="What is the capital of France?")
+    turn.add_argument("--json", action="store_true")
+    turn.set_defaults(func=cmd_bench, run=bench_turn)
+    stt = bench_sub.add_parser("stt", help="Whisper: faster-whisper's 30 s window vs a window sized to the "
+                                           "utterance; latency and word error rate")
+    stt.add_argument("--threads", default="1,2", metavar="N,N,...", help="CPU thread counts to try")
+    stt.add_argument("--json", action="store_true")
+    stt.set_defaults(func=cmd_bench, run=bench_stt)
     start = bench_sub.add_parser("start", help="warm vs cold starts, assignment latency, bot PSS, a 10x burst")
     start.add_argument("-n", "--sessions", type=int, default=20)
     start.add_argument("--json", action="store_true")

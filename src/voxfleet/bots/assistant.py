@@ -11,22 +11,26 @@ runner (``python -m voxfleet.bots.assistant -t webrtc``). Environment:
 - ``DEEPGRAM_API_KEY``: use Deepgram for STT instead of Whisper (needs ``pipecat-ai[deepgram]``).
 - ``CARTESIA_API_KEY`` (+ ``CARTESIA_VOICE_ID``): use Cartesia for TTS (``pipecat-ai[cartesia]``).
 
-voxfleet calls ``preload()`` once in the template process before it forks sessions: the Piper
-voice and Silero model (ONNX Runtime, fork-safe) load there and every session starts with them
-ready. Whisper (CTranslate2) is not fork-safe once loaded: a warm bot loads it in ``warmup()``
-(after the fork, before a session); a cold-started session loads it in a background thread
-while the greeting plays.
+Every model is built after voxfleet forks the bot from its template (ONNX Runtime sessions built
+before a fork lose their worker threads in the child: Piper's first audio took 0.23 s instead of
+0.11 s; CTranslate2 is not fork-safe at all once loaded). A warm bot builds them all in
+``warmup()``, before any session; a cold-started session builds them in ``bot()`` (Whisper in a
+background thread while the greeting plays). ``preload()`` (once, in the template) only imports
+the libraries. The turn is made fast by: Whisper with a window sized to the utterance
+(``bots/whisper_fast.py``), TTS that starts on the first words of the answer
+(``bots/clauses.py``), inference threads set for the machine, and smart-turn waiting at most
+``SMART_TURN_MAX_WAIT_S`` for a turn it judges incomplete.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import threading
 from typing import Any
 
 import numpy as np
-from loguru import logger
+from pipecat.audio.turn.smart_turn.base_smart_turn import SmartTurnParams
+from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import LocalSmartTurnAnalyzerV3
 from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.frames.frames import TTSSpeakFrame
 from pipecat.pipeline.pipeline import Pipeline
@@ -40,90 +44,87 @@ from pipecat.runner.types import RunnerArguments
 from pipecat.runner.utils import create_transport
 from pipecat.services.openai.llm import OpenAILLMService
 from pipecat.services.piper.tts import PiperTTSService
-from pipecat.services.whisper.stt import WhisperSTTService
 from pipecat.serializers.protobuf import ProtobufFrameSerializer
 from pipecat.transports.base_transport import TransportParams
 from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams
+from pipecat.turns.user_stop import TurnAnalyzerUserTurnStopStrategy
+from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from pipecat.workers.runner import WorkerRunner
 
 from voxfleet.bots import models
 from voxfleet.bots.assistant_prompts import GREETING, SYSTEM_PROMPT
+from voxfleet.bots.clauses import ClauseTextAggregator
+from voxfleet.bots.whisper_fast import make_whisper_service
 
-# Services built once per process before any session (see preload()); a forked session gets
-# its own copy of each, so nothing is shared between calls.
-_preloaded: dict[str, Any] = {}
+# The longest silence smart-turn waits out when it judges the user's turn incomplete (Pipecat's
+# default is 3 s: a caller who pauses mid-question would wait 3 s for an answer).
+SMART_TURN_MAX_WAIT_S = 1.2
 
-
-class _GreedyWhisper:
-    """faster-whisper with greedy decoding: Pipecat's service always uses the default beam of
-    5, which costs ~2x the time on a short utterance for no gain on tiny.en."""
-
-    def __init__(self, model: Any) -> None:
-        self._model = model
-
-    def transcribe(self, audio: Any, **options: Any):
-        options.update(beam_size=1, condition_on_previous_text=False, without_timestamps=True)
-        return self._model.transcribe(audio, **options)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._model, name)
-
-
-class BackgroundWhisperSTTService(WhisperSTTService):
-    """Whisper that loads (and warms up) its model in a thread, so the pipeline and the
-    greeting start at once; the first user turn waits only if loading is still under way."""
-
-    def _load(self) -> None:
-        self._loaded = threading.Event()
-
-        def load() -> None:
-            try:
-                WhisperSTTService._load(self)
-                self._model = _GreedyWhisper(self._model)
-                # The first inference in a process is slow; pay for it while the greeting plays.
-                list(self._model.transcribe(np.zeros(8000, dtype=np.float32), language="en")[0])
-            except Exception as exc:  # noqa: BLE001 - logged; run_stt then reports the missing model
-                logger.error(f"Whisper model failed to load: {exc}")
-            finally:
-                self._loaded.set()
-
-        threading.Thread(target=load, name="whisper-load", daemon=True).start()
-
-    async def run_stt(self, audio: bytes):
-        if not self._loaded.is_set():
-            await asyncio.to_thread(self._loaded.wait)
-        async for frame in super().run_stt(audio):
-            yield frame
+# Services a warm bot built in warmup() (after the fork) for the session it will host; each
+# bot process builds its own, so nothing is shared between calls.
+_warm: dict[str, Any] = {}
 
 
 class PhraseCachePiperTTSService(PiperTTSService):
-    """Piper with a phrase cache: text synthesised ahead of time (the greeting, once in the
-    template) plays from memory, so the first word of every session needs no synthesis."""
+    """Piper with a phrase cache: text synthesised ahead of time (the greeting, when a warm bot
+    builds its TTS before its session) plays from memory, so the first word needs no synthesis."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._phrases: dict[str, list[bytes]] = {}
+        self._text_aggregator = ClauseTextAggregator()  # speak the first words, not the first sentence
 
     def cache_phrase(self, text: str) -> None:
         self._phrases[text.strip()] = [c.audio_int16_bytes for c in self._voice.synthesize(text)]
 
     async def run_tts(self, text: str, context_id: str):
-        chunks = self._phrases.get(text.strip())
-        if chunks is None:
-            async for frame in super().run_tts(text, context_id):
-                yield frame
-            return
-
-        async def replay():
-            for chunk in chunks:
-                yield chunk
-
+        cached = self._phrases.get(text.strip())
         await self.start_tts_usage_metrics(text)
+        pcm = _replay(cached) if cached is not None else self._synthesize(text)
         async for frame in self._stream_audio_frames_from_iterator(
-            replay(), in_sample_rate=self._voice.config.sample_rate, context_id=context_id
+            pcm, in_sample_rate=self._voice.config.sample_rate, context_id=context_id
         ):
             await self.stop_ttfb_metrics()
             yield frame
+
+    async def _synthesize(self, text: str):
+        """Piper's audio for `text`, sentence by sentence (off the event loop), without the
+        silence Piper puts before the first word (~50 ms the caller would wait for) and, after
+        a clause that does not end its sentence, with a short pause instead of a sentence's."""
+        chunks = iter(self._voice.synthesize(text))
+        rate = self._voice.config.sample_rate
+        previous: bytes | None = None
+        while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+            audio = chunk.audio_int16_bytes
+            if previous is None:
+                audio = trim_silence(audio, rate, lead_s=0.01)
+            else:
+                yield previous
+            previous = audio
+        if previous is not None:
+            ends_sentence = text.rstrip()[-1:] in ".!?"
+            yield previous if ends_sentence else trim_silence(previous, rate, trail_s=0.06)
+
+
+async def _replay(chunks: list[bytes]):
+    for chunk in chunks:
+        yield chunk
+
+
+def trim_silence(pcm: bytes, rate: int, lead_s: float | None = None, trail_s: float | None = None,
+                 level: int = 300) -> bytes:
+    """`pcm` (int16 mono) with leading and/or trailing silence (peak below `level`) cut down to
+    `lead_s` / `trail_s` seconds."""
+    samples = np.frombuffer(pcm, dtype=np.int16)
+    loud = np.flatnonzero(np.abs(samples) > level)
+    if not len(loud):
+        return pcm
+    start, end = 0, len(samples)
+    if lead_s is not None:
+        start = max(0, int(loud[0]) - int(lead_s * rate))
+    if trail_s is not None:
+        end = min(len(samples), int(loud[-1]) + 1 + int(trail_s * rate))
+    return samples[start:end].tobytes()
 
 
 def _make_tts():
@@ -149,11 +150,11 @@ def _make_stt():
         from pipecat.services.deepgram.stt import DeepgramSTTService
 
         return DeepgramSTTService(api_key=os.environ["DEEPGRAM_API_KEY"])
-    return BackgroundWhisperSTTService(
-        device="cpu",
-        compute_type="int8",
-        settings=WhisperSTTService.Settings(model=str(models.whisper_model_dir())),
-    )
+    return make_whisper_service(str(models.whisper_model_dir()))
+
+
+def _make_turn_analyzer() -> LocalSmartTurnAnalyzerV3:
+    return LocalSmartTurnAnalyzerV3(params=SmartTurnParams(stop_secs=SMART_TURN_MAX_WAIT_S))
 
 
 def _make_llm() -> OpenAILLMService:
@@ -176,26 +177,32 @@ def _make_llm() -> OpenAILLMService:
 
 
 def preload() -> None:
-    """Build the fork-safe, session-independent services once (called by voxfleet's template)."""
-    _preloaded["tts"] = _make_tts()
-    _preloaded["vad"] = SileroVADAnalyzer()
+    """Called once in voxfleet's template, before it forks bots: import what every session uses
+    (fork-safe); build nothing that holds threads or ONNX Runtime sessions."""
+    import faster_whisper  # noqa: F401
+    import piper  # noqa: F401
 
 
 async def warmup() -> None:
-    """Called by voxfleet in a warm bot: after the fork, before any session. Loads and warms
-    Whisper and opens the LLM client, so a session that takes this bot starts with all ready."""
+    """Called by voxfleet in a warm bot: after the fork, before any session. Builds every model
+    (their thread pools are this process's own), synthesises the greeting, waits for Whisper and
+    opens the LLM client, so a session that takes this bot starts with all of it ready."""
+    _warm["tts"] = _make_tts()
+    _warm["vad"] = SileroVADAnalyzer()
+    _warm["turn"] = _make_turn_analyzer()
     stt = _make_stt()
-    if isinstance(stt, BackgroundWhisperSTTService):
-        await asyncio.to_thread(stt._loaded.wait)
-    _preloaded["stt"] = stt
-    _preloaded["llm"] = _make_llm()
+    if hasattr(stt, "wait_loaded"):
+        await asyncio.to_thread(stt.wait_loaded)
+    _warm["stt"] = stt
+    _warm["llm"] = _make_llm()
 
 
 async def bot(runner_args: RunnerArguments) -> None:
-    tts = _preloaded.pop("tts", None) or _make_tts()
-    vad = _preloaded.pop("vad", None) or SileroVADAnalyzer()
-    stt = _preloaded.pop("stt", None) or _make_stt()
-    llm = _preloaded.pop("llm", None) or _make_llm()
+    stt = _warm.pop("stt", None) or _make_stt()  # first: a cold Whisper loads while the rest is built
+    tts = _warm.pop("tts", None) or _make_tts()
+    vad = _warm.pop("vad", None) or SileroVADAnalyzer()
+    turn = _warm.pop("turn", None) or _make_turn_analyzer()
+    llm = _warm.pop("llm", None) or _make_llm()
 
     transport = await create_transport(
         runner_args,
@@ -210,7 +217,11 @@ async def bot(runner_args: RunnerArguments) -> None:
     )
     context = LLMContext()
     user_aggregator, assistant_aggregator = LLMContextAggregatorPair(
-        context, user_params=LLMUserAggregatorParams(vad_analyzer=vad)
+        context,
+        user_params=LLMUserAggregatorParams(
+            vad_analyzer=vad,
+            user_turn_strategies=UserTurnStrategies(stop=[TurnAnalyzerUserTurnStopStrategy(turn_analyzer=turn)]),
+        ),
     )
     pipeline = Pipeline(
         [transport.input(), stt, user_aggregator, llm, tts, transport.output(), assistant_aggregator]

@@ -21,6 +21,7 @@ from typing import Any
 
 from voxfleet.bots.assistant_prompts import warm_up_messages
 from voxfleet.bots.llm_server import LocalLLMServer, free_port
+from voxfleet.config import LLMSettings
 from voxfleet.clients.speech import speak
 from voxfleet.clients.webrtc_client import WebRTCCaller
 from voxfleet.transports.ice import advertise_addresses
@@ -89,16 +90,30 @@ class Served:
                 self.proc.kill()
 
 
-async def one_session(url: str, question) -> dict[str, float]:
+def busy_cpu_s() -> float:
+    """CPU seconds this machine spent on anything but idle and I/O wait, since boot (/proc/stat)."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+async def one_session(url: str, question) -> dict[str, Any]:
+    """One call: the greeting, the spoken question, the answer. TTFW and voice-to-voice at the
+    caller, and the CPU the machine spent on the turn (question sent -> answer over), less the
+    caller's own."""
     caller = WebRTCCaller(url)
     try:
         await caller.connect()
         ttfw_ms = await caller.wait_first_audio(timeout=60)
         await caller.wait_bot_quiet(quiet_for=0.8, timeout=60)
+        cpu0, own0 = busy_cpu_s(), time.process_time()
         spoken_at = await caller.say(question)
         v2v_s = await caller.wait_bot_audio_after(spoken_at, timeout=60)
         await caller.wait_bot_quiet(quiet_for=0.8, timeout=60)
-        return {"ttfw_ms": ttfw_ms, "v2v_ms": v2v_s * 1000}
+        cpu_s = (busy_cpu_s() - cpu0) - (time.process_time() - own0)
+        return {"ttfw_ms": ttfw_ms, "v2v_ms": v2v_s * 1000, "cpu_s": round(cpu_s, 3),
+                "session_id": caller.result.session_id}
     finally:
         await caller.close()
 
@@ -130,7 +145,7 @@ async def run_series(name: str, url: str, sessions: int, question, watch_pid: in
 async def shared_llm() -> tuple[LocalLLMServer, dict[str, str], dict[str, str]]:
     """One LLM process for both servers of a comparison: (server, env for a Pipecat runner's bot,
     env for voxfleet serve)."""
-    llm = LocalLLMServer(model="gemma3-270m", alias="gemma3-270m", port=0, threads=1, ctx=2048,
+    llm = LocalLLMServer(model="gemma3-270m", alias="gemma3-270m", port=0, threads=LLMSettings().local_threads, ctx=2048,
                          cache_dir=Path.home() / ".cache" / "voxfleet" / "models",
                          warm_up_messages=warm_up_messages())
     await llm.start()

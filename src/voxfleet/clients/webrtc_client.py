@@ -36,7 +36,8 @@ class MicrophoneTrack(MediaStreamTrack):
         self._pending = np.zeros(0, dtype=np.int16)
         self._start: float | None = None
         self._timestamp = 0
-        self.speech_ended_at: float | None = None
+        self.speech_ended_at: float | None = None  # the utterance's last sample went out
+        self.last_voiced_at: float | None = None  # its last voiced frame went out (trailing silence excluded)
         self._speaking = False
 
     def say(self, pcm48k: np.ndarray) -> None:
@@ -58,6 +59,8 @@ class MicrophoneTrack(MediaStreamTrack):
                 await asyncio.sleep(wait)
         chunk = self._pending[:FRAME_SAMPLES]
         self._pending = self._pending[FRAME_SAMPLES:]
+        if len(chunk) and int(np.abs(chunk).max()) > SPEECH_PEAK:
+            self.last_voiced_at = time.monotonic()
         if len(chunk) < FRAME_SAMPLES:
             chunk = np.concatenate([chunk, np.zeros(FRAME_SAMPLES - len(chunk), dtype=np.int16)])
             if self._speaking and not len(self._pending):
@@ -206,12 +209,13 @@ class WebRTCCaller:
         raise TimeoutError(f"bot still talking after {timeout:.0f}s")
 
     async def say(self, pcm48k: np.ndarray) -> float:
-        """Speak, then return the time the last speech frame went out."""
+        """Speak, then return the time the last voiced frame went out: the end of the caller's
+        speech, which voice-to-voice counts from (the utterance's trailing silence excluded)."""
         self.mic.say(pcm48k)
         while self.mic.speaking:
             await asyncio.sleep(0.01)
         assert self.mic.speech_ended_at is not None
-        return self.mic.speech_ended_at
+        return self.mic.last_voiced_at or self.mic.speech_ended_at
 
     async def wait_bot_audio_after(self, moment: float, timeout: float) -> float:
         """Seconds from `moment` to the first bot speech onset after it."""

@@ -1,0 +1,182 @@
+"""``voxfleet bench turn``: voice-to-voice per turn, at the caller and as the platform records it.
+
+In one command, on one machine, with one shared LLM process, N sequential calls (greeting, a
+spoken question, the answer) by the same aiortc caller against:
+
+- ``voxfleet``: ``voxfleet serve`` with its built-in assistant;
+- ``voxfleet_plain_bot``: ``voxfleet serve --bot`` with a plain Pipecat bot (``clients/plain_bot.py``:
+  models built in ``bot()``, no voxfleet hooks; ``--bot`` picks another file);
+- ``pipecat_dev_runner``: Pipecat's own dev runner serving that same plain bot.
+
+Printed: caller-side TTFW and voice-to-voice p50/p95 (the caller's last voiced frame -> the first
+bot audio it hears), the ratios to the dev runner, voxfleet's own per-turn figure from the session
+record (end of speech as the bot received it -> first audio frame written) with each stage's
+p50/p95, the gap between the two figures, and CPU seconds per turn. With ``--concurrency 1,2,4``
+the assistant is also called k at a time (each asks right after its greeting), per k.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from voxfleet.clients.bench import Served, free_port, one_session, percentile, pool_settled, shared_llm
+from voxfleet.clients.speech import speak
+from voxfleet.observability.turns import STAGES
+from voxfleet.transports.ice import advertise_addresses
+
+PLAIN_BOT = Path(importlib.util.find_spec("voxfleet.clients.plain_bot").origin)  # found, not imported
+
+
+def _p(values: list[float]) -> dict[str, Any]:
+    return {"p50": percentile(values, 0.5), "p95": percentile(values, 0.95), "n": len(values)}
+
+
+async def _bot_side(http: httpx.AsyncClient, session_id: str) -> dict[str, Any] | None:
+    """The session record's first turn once the session has ended (the record is final then)."""
+    for _ in range(100):
+        record = (await http.get(f"/v1/sessions/{session_id}")).json()
+        if record.get("state") == "ended":
+            turns = record["latency"].get("turns") or []
+            return turns[0] if turns else None
+        await asyncio.sleep(0.1)
+    return None
+
+
+async def run_calls(name: str, url: str, calls: int, question, *, records: bool, agent: str | None,
+                    concurrency: int = 1) -> dict[str, Any]:
+    """`calls` calls, `concurrency` at a time; per call the caller's figures and (records=True)
+    the platform's own record of the turn."""
+    rows: list[dict[str, Any]] = []
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        done = 0
+        while done < calls:
+            batch = min(concurrency, calls - done)
+            results = await asyncio.gather(*(one_session(url, question) for _ in range(batch)),
+                                           return_exceptions=True)
+            for result in results:
+                done += 1
+                if isinstance(result, BaseException):
+                    rows.append({"error": f"{type(result).__name__}: {result}"})
+                else:
+                    if records:
+                        result["bot_turn"] = await _bot_side(http, result["session_id"])
+                    rows.append(result)
+                print(f"  {name} call {done}/{calls}: {rows[-1]}", file=sys.stderr, flush=True)
+            if agent is not None:
+                await pool_settled(http, agent, min_warm=1)
+            else:
+                await asyncio.sleep(1.5)
+    ok = [r for r in rows if "error" not in r]
+    report: dict[str, Any] = {
+        "calls": calls, "concurrency": concurrency, "failed": calls - len(ok),
+        "ttfw_ms": _p([r["ttfw_ms"] for r in ok]), "v2v_ms": _p([r["v2v_ms"] for r in ok]),
+        "cpu_s_per_turn": _p([r["cpu_s"] for r in ok]),
+        "errors": [r["error"] for r in rows if "error" in r],
+    }
+    bot_turns = [(r, r["bot_turn"]) for r in ok if r.get("bot_turn")]
+    if records:
+        report["bot_v2v_ms"] = _p([t["v2vMs"] for _, t in bot_turns])
+        report["caller_minus_bot_ms"] = _p([r["v2v_ms"] - t["v2vMs"] for r, t in bot_turns])
+        report["stages_ms"] = {s: _p([t["stagesMs"][s] for _, t in bot_turns if s in t["stagesMs"]])
+                               for s in STAGES}
+    return report
+
+
+def _serve(bot: Path | None, env: dict[str, str]) -> Served:
+    argv = [sys.executable, "-m", "voxfleet.cli", "serve", "--dev", "--port", "0", "--advertise", "127.0.0.1",
+            "--log-level", "WARNING"]
+    if bot is not None:
+        argv += ["--bot", str(bot)]
+    return Served(argv, {**env, "VOXFLEET_CONFIG": "/nonexistent.toml"}, ready=r"voxfleet: ready, open (http://\S+)")
+
+
+async def run_turn_bench(calls: int, bot: str | None, speech_text: str, concurrency: list[int],
+                         include_plain: bool = True, include_peer: bool = True) -> dict[str, Any]:
+    advertise_addresses(["127.0.0.1"])
+    question = speak(speech_text)
+    plain = Path(bot) if bot else PLAIN_BOT
+    llm, bot_env, serve_env = await shared_llm()
+    report: dict[str, Any] = {"calls": calls, "question": speech_text, "plain_bot": str(plain), "series": {}}
+    try:
+        server = _serve(None, serve_env)
+        try:
+            url = await server.wait_ready()
+            async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+                await pool_settled(http, "assistant", min_warm=1, timeout=120)
+            report["series"]["voxfleet"] = await run_calls("voxfleet", url, calls, question, records=True,
+                                                           agent="assistant")
+            for k in concurrency:
+                if k > 1:
+                    report["series"][f"voxfleet_x{k}"] = await run_calls(
+                        f"voxfleet x{k}", url, max(calls, 2 * k) // k * k, question, records=True,
+                        agent="assistant", concurrency=k)
+        finally:
+            server.stop()
+        if include_plain:
+            agent = plain.stem.replace("_", "-").lower()  # the agent name `serve --bot` gives it
+            server = _serve(plain, serve_env)
+            try:
+                url = await server.wait_ready()
+                async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+                    await pool_settled(http, agent, min_warm=1, timeout=120)
+                report["series"]["voxfleet_plain_bot"] = await run_calls(
+                    "voxfleet --bot plain", url, calls, question, records=True, agent=agent)
+            finally:
+                server.stop()
+        if include_peer:
+            port = free_port()
+            peer = Served([sys.executable, "-m", "voxfleet.clients.devrunner", str(plain), "-t", "webrtc",
+                           "--host", "127.0.0.1", "--port", str(port)], bot_env,
+                          ready=r"(Uvicorn running on http://\S+)", url_from=f"http://127.0.0.1:{port}")
+            try:
+                url = await peer.wait_ready()
+                await asyncio.sleep(1.0)
+                report["series"]["pipecat_dev_runner"] = await run_calls(
+                    "pipecat dev runner (plain bot)", url, calls, question, records=False, agent=None)
+            finally:
+                peer.stop()
+    finally:
+        await llm.aclose()
+    report["text"] = render(report)
+    return report
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None or value != value else f"{value:.0f}"
+
+
+def render(report: dict[str, Any]) -> str:
+    series = report["series"]
+    lines = [f"voice-to-voice per turn, {report['calls']} calls per series, question {report['question']!r}",
+             f"plain bot: {report['plain_bot']}",
+             f"{'series':<26}{'TTFW p50':>9}{'p95':>6}{'V2V p50':>9}{'p95':>6}{'bot V2V p50':>12}{'p95':>6}"
+             f"{'gap p50':>8}{'CPU s/turn':>11}{'failed':>7}"]
+    for name, r in series.items():
+        bot = r.get("bot_v2v_ms") or {}
+        gap = r.get("caller_minus_bot_ms") or {}
+        lines.append(f"{name:<26}{_ms(r['ttfw_ms']['p50']):>9}{_ms(r['ttfw_ms']['p95']):>6}"
+                     f"{_ms(r['v2v_ms']['p50']):>9}{_ms(r['v2v_ms']['p95']):>6}"
+                     f"{_ms(bot.get('p50')):>12}{_ms(bot.get('p95')):>6}{_ms(gap.get('p50')):>8}"
+                     f"{r['cpu_s_per_turn']['p50'] or float('nan'):>11.2f}{r['failed']:>7}")
+    peer = series.get("pipecat_dev_runner")
+    for name in ("voxfleet", "voxfleet_plain_bot"):
+        ours = series.get(name)
+        if ours and peer and peer["v2v_ms"]["p50"] and peer["ttfw_ms"]["p50"]:
+            lines.append(f"ratio {name} / dev runner: V2V p50 {ours['v2v_ms']['p50'] / peer['v2v_ms']['p50']:.2f}x, "
+                         f"p95 {ours['v2v_ms']['p95'] / peer['v2v_ms']['p95']:.2f}x; "
+                         f"TTFW p50 {ours['ttfw_ms']['p50'] / peer['ttfw_ms']['p50']:.2f}x")
+    single = series.get("voxfleet")
+    for name, r in series.items():
+        if name.startswith("voxfleet_x") and single and single["v2v_ms"]["p95"]:
+            lines.append(f"{name}: caller V2V p95 {r['v2v_ms']['p95'] / single['v2v_ms']['p95']:.2f}x the one-call p95")
+    for name, r in series.items():
+        if "stages_ms" in r:
+            stages = ", ".join(f"{s} {_ms(v['p50'])}/{_ms(v['p95'])}" for s, v in r["stages_ms"].items() if v["n"])
+            lines.append(f"{name} stages after end of speech, p50/p95 ms: {stages}")
+    return "\n".join(lines)

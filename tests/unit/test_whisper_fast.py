@@ -1,0 +1,40 @@
+"""Whisper with a window sized to the utterance (bots/whisper_fast.py), on the real tiny.en model."""
+
+import numpy as np
+import pytest
+
+from voxfleet.clients.speech import speak
+
+
+@pytest.fixture(scope="module")
+def short():
+    from faster_whisper import WhisperModel
+
+    from voxfleet.bots import models
+    from voxfleet.bots.whisper_fast import ShortWindowWhisper
+
+    model = WhisperModel(str(models.whisper_model_dir()), device="cpu", compute_type="int8", cpu_threads=1)
+    return ShortWindowWhisper(model)
+
+
+def utterance(text: str) -> np.ndarray:
+    speech = speak(text, 16000).astype(np.float32) / 32768
+    return np.concatenate([np.zeros(8000, np.float32), speech, np.zeros(11200, np.float32)])
+
+
+@pytest.mark.parametrize("text", ["What is the capital of France?",
+                                  "I would like to change my reservation. Can we move it to Friday evening instead?"])
+def test_an_utterance_is_transcribed_once_without_the_decoder_repeating_it(short, text):
+    heard, no_speech = short.transcribe(utterance(text))
+    assert heard.lower().rstrip(".?") == text.lower().rstrip(".?") and no_speech < 0.4
+
+
+def test_noise_is_flagged_as_no_speech(short):
+    _, no_speech = short.transcribe(np.random.default_rng(0).normal(0, 0.01, 32000).astype(np.float32))
+    assert no_speech > 0.6
+
+
+def test_audio_longer_than_the_window_falls_back_to_the_full_path(short):
+    long = np.concatenate([utterance("What is the capital of France?")] * 9)  # ~30 s
+    heard, _ = short.transcribe(long)
+    assert heard.lower().count("capital of france") >= 5
