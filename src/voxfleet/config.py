@@ -63,6 +63,12 @@ class AgentSpec(BaseModel):
     cold_start_target: float = Field(
         default=0.01, gt=0, lt=1, description="Predictive pool: target probability of a cold start."
     )
+    preload_models: bool = Field(
+        default=True,
+        description="Warm bots build, before their session, the models (faster-whisper, Piper, ONNX Runtime "
+        "sessions) this agent's bot built in its last session, and hand each to the bot's own call when "
+        "the arguments match (local backend). false: every session's bot builds its own.",
+    )
 
     @field_validator("name")
     @classmethod

@@ -177,7 +177,9 @@ def create_app(settings: Settings, service: SessionService, auth: Auth, store: S
     # -- voxfleet API ------------------------------------------------------------------------
     @app.get("/v1/agents", tags=["v1"])
     async def list_agents() -> dict[str, Any]:
-        return {"agents": [{"name": a.name, "description": a.description, "default": a.name == default_agent}
+        preload = getattr(service.backend, "preload_status", None)
+        return {"agents": [{"name": a.name, "description": a.description, "default": a.name == default_agent,
+                            **({"preload": preload(a.name)} if preload is not None else {})}
                            for a in settings.agents]}
 
     @app.get("/v1/sessions", tags=["v1"], dependencies=private)

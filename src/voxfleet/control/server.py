@@ -76,6 +76,7 @@ async def serve(settings: Settings, announce: Callable[[str], None] = print) -> 
         cpu_shares=settings.cpu_shares,
         media_ports=settings.media_port_range,
         log_format=resolve_log_format(settings.log_format),
+        preload_models={a.name for a in settings.agents if a.preload_models},
     )
     service = build_service(settings, backend)
     store = Store(settings.database_url)

@@ -52,6 +52,7 @@ class BotHost:
         idle_timeout: float = 60.0,
         reconnect_s: float = 15.0,
         emit: Callable[[str, dict[str, Any]], None] | None = None,
+        preload: list[dict[str, Any]] | None = None,
     ) -> None:
         from pipecat.transports.smallwebrtc.connection import IceServer
         from pipecat.transports.smallwebrtc.request_handler import (
@@ -91,8 +92,15 @@ class BotHost:
         # peer connection the offer creates instead of failing with "Peer connection not found".
         self.offers_settled = asyncio.Event()
         self.offers_settled.set()
+        # Models this agent's bot built in its last session, built here before ours (warm bots).
+        from voxfleet.runtime.model_preload import ModelPreloader
 
-    REPLAYED = ("event", "turn", "transcript", "ttfb")
+        self.preload = preload or []
+        self.preloader = ModelPreloader(
+            lambda entry: self.send("model_load", in_session=self.assigned.is_set(), model=entry))
+        self.preloader.install()
+
+    REPLAYED = ("event", "turn", "transcript", "ttfb", "model_load")
 
     def send(self, kind: str, **fields: Any) -> None:
         if kind in self.REPLAYED:
@@ -124,6 +132,7 @@ class BotHost:
 
     async def prepare_warm(self) -> None:
         started = time.monotonic()
+        problems = await self.sync_preload(self.preload) if self.preload else []
         if self.warmup is not None:
             try:
                 await self.warmup()
@@ -131,7 +140,16 @@ class BotHost:
                 log.error("bot %s: warmup() failed: %s: %s", self.bot_id, type(exc).__name__, exc)
                 self.stop("warmup_failed")
                 return
-        self.send("warm_ready", warmup_ms=round((time.monotonic() - started) * 1000, 1))
+        self.send("warm_ready", warmup_ms=round((time.monotonic() - started) * 1000, 1),
+                  preloaded=self.preloader.prebuilt_count(), preload_problems=problems)
+
+    async def sync_preload(self, manifest: list[dict[str, Any]]) -> list[str]:
+        """Build (off the event loop) the models `manifest` lists that this bot does not hold yet."""
+        problems = await asyncio.to_thread(self.preloader.prebuild, manifest)
+        for problem in problems:
+            log.warning("bot %s: model not pre-loaded: %s", self.bot_id, problem)
+        self.send("preloaded", count=self.preloader.prebuilt_count())
+        return problems
 
     async def finish(self) -> tuple[int, str, str]:
         """Wait for the session to end, close its peer connection; (exit code, reason, detail)."""
@@ -217,6 +235,9 @@ class BotHost:
                 kind = message["t"]
                 if kind == "assign":
                     self.assign(message)
+                elif kind == "preload":  # the agent's bot loads other models now: build them too
+                    if not self.assigned.is_set():
+                        self.spawn(self.sync_preload(message.get("models") or []))
                 elif kind == "offer":
                     self.spawn(self.answer_offer(message))
                 elif kind == "ice":
@@ -494,6 +515,7 @@ def run_bot_host(
     idle_timeout: float = 60.0,
     reconnect_s: float = 15.0,
     media_ports: tuple[int, int] | None = None,
+    preload: list[dict[str, Any]] | None = None,
 ) -> int:
     """Entry point in a freshly forked child; returns the process exit code."""
     from voxfleet.observability.logs import configure_logging
@@ -514,6 +536,7 @@ def run_bot_host(
         log_level=log_level,
         idle_timeout=idle_timeout,
         reconnect_s=reconnect_s,
+        preload=preload,
     )
     with asyncio.Runner(loop_factory=loop_factory(media_ports)) as runner:
         return runner.run(host.run())

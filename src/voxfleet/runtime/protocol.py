@@ -41,6 +41,8 @@ class BotInfo:
     turns: list[TurnBreakdown] = field(default_factory=list)  # voice-to-voice per turn, by stage
     transcript: list[dict[str, Any]] = field(default_factory=list)  # {role, text, at}
     ttfb_s: dict[str, list[float]] = field(default_factory=dict)  # service -> TTFB per request
+    model_loads: list[dict[str, Any]] = field(default_factory=list)  # runtime.model_preload reports
+    preloaded: int | None = None  # models a warm bot built for its session before it had one
 
 
 @dataclass(frozen=True)

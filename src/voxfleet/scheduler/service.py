@@ -419,6 +419,7 @@ class SessionService:
         """From the moment a bot owns the session until it is gone."""
         # the bot's live observations, shown by GET /v1/sessions/{id} while the call runs
         record.turns, record.transcript, record.ttfb_s = bot.info.turns, bot.info.transcript, bot.info.ttfb_s
+        record.models = bot.info.model_loads
         deadline = self.tasks.spawn(self._deadlines(record, bot), f"deadlines:{record.session_id}")
         result = await bot.wait_exit()
         deadline.cancel()

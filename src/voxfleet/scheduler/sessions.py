@@ -60,6 +60,7 @@ class SessionRecord:
     stream_started_at: float | None = None  # a media WebSocket's start: phone TTFW counts from here
     relay_ms: dict[str, Any] = field(default_factory=dict)  # media WebSocket relay latency per frame
     turns: list[TurnBreakdown] = field(default_factory=list)
+    models: list[dict[str, Any]] = field(default_factory=list)  # what the bot loaded (runtime.model_preload)
     transcript: list[dict[str, Any]] = field(default_factory=list)
     ttfb_s: dict[str, list[float]] = field(default_factory=dict)
     timings_ms: dict[str, float] = field(default_factory=dict)
@@ -138,6 +139,11 @@ class SessionRecord:
             # each turn by stage, in ms after the end of the user's speech (observability.turns)
             "turns": [t.to_public() for t in self.turns],
             "stagesMs": stage_summary(self.turns),
+            # models the bot built in its session, each prebuilt by its warm bot or not, and how long
+            # building it took (runtime.model_preload)
+            "models": [{"kind": m.get("kind"), "prebuilt": bool(m.get("prebuilt")), "seconds": m.get("seconds"),
+                        "args": m.get("args"), "kwargs": m.get("kwargs")}
+                       for m in self.models if m.get("in_session")],
             "ttfbP50Ms": {name: round(sorted(v)[len(v) // 2] * 1000, 1) for name, v in self.ttfb_s.items() if v},
         }
 

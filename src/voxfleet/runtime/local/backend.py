@@ -25,6 +25,7 @@ from voxfleet.runtime import wire
 from voxfleet.runtime.local.cgroups import CpuLimiter
 from voxfleet.runtime.local.node import pss_mb
 from voxfleet.observability.turns import TurnBreakdown
+from voxfleet.runtime.model_preload import ModelManifests
 from voxfleet.runtime.protocol import BotExit, BotInfo
 from voxfleet.runtime.streams import RelayStream, clock_id
 from voxfleet.tasks import BackgroundTasks
@@ -76,8 +77,13 @@ class LocalBot:
             future = self._requests.pop(message.get("id", -1), None)
             if future is not None and not future.done():
                 future.set_result(message)
+        elif kind == "preloaded":
+            self.info.preloaded = message.get("count")
+        elif kind == "model_load":
+            self.info.model_loads.append({**(message.get("model") or {}), "in_session": message.get("in_session")})
         elif kind == "warm_ready":
             self.info.warmup_ms = message.get("warmup_ms")
+            self.info.preloaded = message.get("preloaded")
             self.info.events["warm_ready"] = time.time()
             if not self.warm_ready.done():
                 self.warm_ready.set_result(None)
@@ -173,6 +179,11 @@ class LocalBot:
         if self._writer is not None and not self._writer.is_closing():
             self._writer.write(wire.encode(kind, **fields))
 
+    def preload(self, models: list[dict[str, Any]]) -> None:
+        """A warm bot: hold `models` for its session (runtime.model_preload)."""
+        if self.session_id is None:
+            self._write("preload", models=models)
+
     async def wait_exit(self) -> BotExit:
         return await asyncio.shield(self._exit)
 
@@ -236,6 +247,7 @@ class LocalBackend:
         reconnect_s: float = 15.0,
         media_ports: tuple[int, int] | None = None,
         log_format: str = "text",
+        preload_models: set[str] | None = None,
     ) -> None:
         self.templates = {name: TemplateLink(name, bot) for name, bot in agents.items()}
         self.socket_path = str(runtime_dir / "control.sock")
@@ -257,6 +269,8 @@ class LocalBackend:
         self.server: asyncio.AbstractServer | None = None
         self.tasks = BackgroundTasks(log)
         self.closing = False
+        # Agents whose warm bots pre-build the models their bot built in its last session.
+        self.manifests = ModelManifests(set(agents) if preload_models is None else preload_models)
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -343,6 +357,8 @@ class LocalBackend:
         fields: dict[str, Any] = {"bot_id": bot_id}
         if session_id is not None:
             fields.update(session_id=session_id, body=body, ice_servers=self.ice_servers(session_id))
+        else:
+            fields.update(preload=self.manifests.for_agent(agent))
         link.writer.write(wire.encode("fork", **fields))
         waiter = bot.hello if session_id is not None else bot.warm_ready
         try:
@@ -353,9 +369,25 @@ class LocalBackend:
         return bot
 
     async def _forget_when_done(self, bot: LocalBot) -> None:
-        await bot.wait_exit()
+        result = await bot.wait_exit()
         self.bots.pop(bot.bot_id, None)
         self.cpu.forget(bot.bot_id)
+        learn = bot.session_id is not None and result.reason not in ("bot_error", "crashed")  # not from a failure
+        if learn and self.manifests.session_ended(bot.agent, bot.info.model_loads):
+            models = self.manifests.for_agent(bot.agent)
+            log.info("agent %s: warm bots pre-load what its bot built: %s", bot.agent,
+                     ", ".join(self.manifests.status(bot.agent)["models"]))
+            for other in self.bots.values():
+                if other.agent == bot.agent:
+                    other.preload(models)
+
+    def preload_status(self, agent: str) -> dict[str, Any]:
+        """GET /v1/agents: pre-loading on or off, the models, how many idle warm bots hold them all."""
+        status = self.manifests.status(agent)
+        wanted = len(status["models"])
+        idle = [b for b in self.bots.values() if b.agent == agent and b.session_id is None and b.warm_ready.done()]
+        status["warmBotsPreloaded"] = sum(1 for b in idle if wanted and (b.info.preloaded or 0) >= wanted)
+        return status
 
     async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         bot: LocalBot | None = None

@@ -123,12 +123,13 @@ class Template:
         bot_id = message["bot_id"]
         pid = os.fork()
         if pid == 0:
-            self.become_bot(bot_id, message.get("session_id"), message.get("body"), message.get("ice_servers"), pipe)
+            self.become_bot(bot_id, message.get("session_id"), message.get("body"), message.get("ice_servers"), pipe,
+                            message.get("preload"))
         self.children[pid] = bot_id
         self.send("forked", bot_id=bot_id, pid=pid)
 
     def become_bot(self, bot_id: str, session_id: str | None, body: Any, ice_servers: list[dict[str, Any]] | None,
-                   pipe: tuple[int, int]) -> None:
+                   pipe: tuple[int, int], preload: list[dict[str, Any]] | None = None) -> None:
         code = 70
         try:
             signal.set_wakeup_fd(-1)
@@ -154,6 +155,7 @@ class Template:
                 log_level=self.spec.get("log_level", "INFO"),
                 idle_timeout=self.spec.get("idle_timeout", 60.0),
                 reconnect_s=self.spec.get("reconnect_s", 15.0),
+                preload=preload,
             )
         except BaseException:  # noqa: BLE001 - a forked child must never return into the template
             log.exception("bot %s (session %s): bot host failed", bot_id, session_id)

@@ -1,0 +1,82 @@
+"""Model pre-loading (runtime/model_preload.py) on real ONNX Runtime sessions, in this process."""
+
+import gc
+import importlib.resources
+
+import onnxruntime
+import pytest
+
+from voxfleet.runtime.model_preload import ModelManifests, ModelPreloader
+
+SILERO = str(importlib.resources.files("pipecat.audio.vad.data").joinpath("silero_vad.onnx"))
+
+
+@pytest.fixture
+def preloader():
+    reports: list[dict] = []
+    p = ModelPreloader(reports.append)
+    p.install()
+    p.reports = reports
+    yield p
+    p.uninstall()
+
+
+def options(threads: int) -> onnxruntime.SessionOptions:
+    o = onnxruntime.SessionOptions()
+    o.intra_op_num_threads = threads
+    return o
+
+
+def test_a_recorded_load_is_prebuilt_and_handed_to_the_same_call_once(preloader):
+    onnxruntime.InferenceSession(SILERO, sess_options=options(1), providers=["CPUExecutionProvider"])
+    (first,) = preloader.reports
+    assert first["kind"] == "onnxruntime.InferenceSession" and not first["prebuilt"]
+    assert first["kwargs"]["sess_options"]["session_options"]["intra_op_num_threads"] == 1
+
+    assert preloader.prebuild([first]) == [] and preloader.prebuilt_count() == 1
+    session = onnxruntime.InferenceSession(SILERO, sess_options=options(1), providers=["CPUExecutionProvider"])
+    assert preloader.reports[-1]["prebuilt"] and preloader.prebuilt_count() == 0
+    gc.collect()  # the prebuilt object is gone; its state lives on in the session handed out
+    assert [i.name for i in session.get_inputs()]  # a working session
+
+    onnxruntime.InferenceSession(SILERO, sess_options=options(1), providers=["CPUExecutionProvider"])
+    assert not preloader.reports[-1]["prebuilt"]  # used once: the next one is built
+
+
+def test_other_arguments_are_built_as_asked(preloader):
+    onnxruntime.InferenceSession(SILERO, sess_options=options(1))
+    preloader.prebuild([preloader.reports[0]])
+    onnxruntime.InferenceSession(SILERO, sess_options=options(2))
+    assert not preloader.reports[-1]["prebuilt"] and preloader.prebuilt_count() == 1
+
+
+def test_prebuild_holds_exactly_the_manifest_and_reports_what_fails(preloader):
+    onnxruntime.InferenceSession(SILERO)
+    entry = preloader.reports[0]
+    preloader.prebuild([entry, entry])
+    assert preloader.prebuilt_count() == 2
+    preloader.prebuild([entry])
+    assert preloader.prebuilt_count() == 1
+    problems = preloader.prebuild([{"kind": "onnxruntime.InferenceSession", "args": ["/nonexistent.onnx"],
+                                    "kwargs": {}}])
+    assert preloader.prebuilt_count() == 0 and len(problems) == 1 and "nonexistent" in problems[0]
+
+
+def test_uninstall_restores_the_loaders():
+    p = ModelPreloader(lambda e: None)
+    original = onnxruntime.InferenceSession.__init__
+    p.install()
+    assert onnxruntime.InferenceSession.__init__ is not original
+    p.uninstall()
+    assert onnxruntime.InferenceSession.__init__ is original
+
+
+def test_manifests_learn_the_last_session_that_built_models():
+    m = ModelManifests({"plain"})
+    load = {"kind": "piper.PiperVoice.load", "args": [{"path": "/v/joe.onnx"}], "kwargs": {}, "seconds": 0.4}
+    assert not m.session_ended("plain", [{**load, "in_session": False}])  # a warm bot's own warmup()
+    assert m.session_ended("plain", [{**load, "in_session": True, "prebuilt": False}])
+    assert m.for_agent("plain") == [{"kind": "piper.PiperVoice.load", "args": [{"path": "/v/joe.onnx"}], "kwargs": {}}]
+    assert not m.session_ended("plain", [{**load, "in_session": True, "prebuilt": True}])  # unchanged
+    assert m.status("plain") == {"enabled": True, "models": ["piper.PiperVoice.load(/v/joe.onnx)"]}
+    assert not m.session_ended("off", [{**load, "in_session": True}]) and m.for_agent("off") == []
