@@ -98,6 +98,20 @@ def busy_cpu_s() -> float:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
+def dev_runner(bot_ref: str, env: dict[str, str]) -> Served:
+    """Pipecat's own dev runner serving `bot_ref` over WebRTC on a free loopback port."""
+    port = free_port()
+    return Served([sys.executable, "-m", "voxfleet.clients.devrunner", bot_ref, "-t", "webrtc",
+                   "--host", "127.0.0.1", "--port", str(port)], env,
+                  ready=r"(Uvicorn running on http://\S+)", url_from=f"http://127.0.0.1:{port}")
+
+
+async def served_peer_url(peer: Served) -> str:
+    url = await peer.wait_ready()
+    await asyncio.sleep(1.0)  # the runner logs "running" just before it accepts
+    return url
+
+
 async def one_session(url: str, question) -> dict[str, Any]:
     """One call: the greeting, the spoken question, the answer. TTFW and voice-to-voice at the
     caller, and the CPU the machine spent on the turn (question sent -> answer over), less the
@@ -174,13 +188,9 @@ async def run_ttfw_bench(sessions: int, bot: str | None, include_peer: bool, spe
             voxfleet.stop()
 
         if include_peer:
-            port = free_port()
-            peer = Served([sys.executable, "-m", "voxfleet.clients.devrunner", bot_ref, "-t", "webrtc",
-                           "--host", "127.0.0.1", "--port", str(port)], llm_env,
-                          ready=r"(Uvicorn running on http://\S+)", url_from=f"http://127.0.0.1:{port}")
+            peer = dev_runner(bot_ref, llm_env)
             try:
-                url = await peer.wait_ready()
-                await asyncio.sleep(1.0)
+                url = await served_peer_url(peer)
                 report["pipecat_dev_runner"] = await run_series("pipecat-runner", url, sessions, question,
                                                                 peer.proc.pid)
             finally:

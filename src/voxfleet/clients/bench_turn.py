@@ -25,7 +25,8 @@ from typing import Any
 
 import httpx
 
-from voxfleet.clients.bench import Served, free_port, one_session, percentile, pool_settled, shared_llm
+from voxfleet.clients.bench import (Served, dev_runner, one_session, percentile, pool_settled, served_peer_url,
+                                    shared_llm)
 from voxfleet.clients.speech import speak
 from voxfleet.observability.turns import STAGES
 from voxfleet.transports.ice import advertise_addresses
@@ -130,13 +131,9 @@ async def run_turn_bench(calls: int, bot: str | None, speech_text: str, concurre
             finally:
                 server.stop()
         if include_peer:
-            port = free_port()
-            peer = Served([sys.executable, "-m", "voxfleet.clients.devrunner", str(plain), "-t", "webrtc",
-                           "--host", "127.0.0.1", "--port", str(port)], bot_env,
-                          ready=r"(Uvicorn running on http://\S+)", url_from=f"http://127.0.0.1:{port}")
+            peer = dev_runner(str(plain), bot_env)
             try:
-                url = await peer.wait_ready()
-                await asyncio.sleep(1.0)
+                url = await served_peer_url(peer)
                 report["series"]["pipecat_dev_runner"] = await run_calls(
                     "pipecat dev runner (plain bot)", url, calls, question, records=False, agent=None)
             finally:
