@@ -29,6 +29,7 @@ from voxfleet.clients.bench import (Served, dev_runner, one_session, percentile,
                                     shared_llm)
 from voxfleet.clients.speech import speak
 from voxfleet.observability.turns import STAGES
+from voxfleet.runtime.local.node import pss_mb
 from voxfleet.transports.ice import advertise_addresses
 
 PLAIN_BOT = Path(importlib.util.find_spec("voxfleet.clients.plain_bot").origin)  # found, not imported
@@ -54,6 +55,7 @@ async def run_calls(name: str, url: str, calls: int, question, *, records: bool,
     """`calls` calls, `concurrency` at a time; per call the caller's figures and (records=True)
     the platform's own record of the turn."""
     rows: list[dict[str, Any]] = []
+    idle_pss: list[float] = []
     async with httpx.AsyncClient(base_url=url, timeout=30) as http:
         done = 0
         while done < calls:
@@ -70,7 +72,8 @@ async def run_calls(name: str, url: str, calls: int, question, *, records: bool,
                     rows.append(result)
                 print(f"  {name} call {done}/{calls}: {rows[-1]}", file=sys.stderr, flush=True)
             if agent is not None:
-                await pool_settled(http, agent, min_warm=1)
+                pool = await pool_settled(http, agent, min_warm=1)
+                idle_pss += [mb for pid in pool.get("warm_pids") or [] if (mb := pss_mb(pid))]
             else:
                 await asyncio.sleep(1.5)
     ok = [r for r in rows if "error" not in r]
@@ -78,6 +81,7 @@ async def run_calls(name: str, url: str, calls: int, question, *, records: bool,
         "calls": calls, "concurrency": concurrency, "failed": calls - len(ok),
         "ttfw_ms": _p([r["ttfw_ms"] for r in ok]), "v2v_ms": _p([r["v2v_ms"] for r in ok]),
         "cpu_s_per_turn": _p([r["cpu_s"] for r in ok]),
+        "idle_warm_bot_pss_mb": _p(idle_pss),
         "errors": [r["error"] for r in rows if "error" in r],
     }
     bot_turns = [(r, r["bot_turn"]) for r in ok if r.get("bot_turn")]
@@ -172,6 +176,9 @@ def render(report: dict[str, Any]) -> str:
     for name, r in series.items():
         if name.startswith("voxfleet_x") and single and single["v2v_ms"]["p95"]:
             lines.append(f"{name}: caller V2V p95 {r['v2v_ms']['p95'] / single['v2v_ms']['p95']:.2f}x the one-call p95")
+    for name, r in series.items():
+        if r["idle_warm_bot_pss_mb"]["n"]:
+            lines.append(f"{name}: idle warm bot PSS p50 {r['idle_warm_bot_pss_mb']['p50']:.0f} MB")
     for name, r in series.items():
         if "stages_ms" in r:
             stages = ", ".join(f"{s} {_ms(v['p50'])}/{_ms(v['p95'])}" for s, v in r["stages_ms"].items() if v["n"])
