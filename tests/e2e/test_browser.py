@@ -127,7 +127,10 @@ async def test_website_shows_queue_position_when_all_agents_are_busy(tmp_path, q
                 await expect(page.locator("#state-text")).to_contain_text("you are #1 in line", timeout=10_000)
                 await page.screenshot(path=str(ARTIFACTS / "website-queued.png"))
                 await occupant.close()
-                await expect(page.locator("#state-text")).to_contain_text("Live", timeout=20_000)
+                try:
+                    await expect(page.locator("#state-text")).to_contain_text("Live", timeout=20_000)
+                except AssertionError as exc:
+                    raise AssertionError(f"{exc}\nserver log:\n{server.log_tail(40)}") from exc
                 await expect(page.locator("#ttfw")).to_have_attribute("data-ready", "1", timeout=10_000)
             finally:
                 await browser.close()

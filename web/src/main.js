@@ -124,16 +124,18 @@ function watchBotAudio(track) {
   }, 20);
 }
 
-// While every bot is busy the server holds our offer; tell the user where they stand.
+// While every bot is busy the server holds our offer; tell the user where they stand. The call
+// may connect between two polls: then the live state stands (the poll must not overwrite it).
+const isLive = () => ui.state.dataset.kind === "live";
 async function followQueue(id, position) {
   setState(`All agents are busy — you are #${position} in line`, "queued");
-  while (client && sessionId === id) {
+  while (client && sessionId === id && !isLive()) {
     await new Promise((r) => setTimeout(r, 1000));
     const res = await fetch(`/v1/sessions/${id}`, { headers: authHeaders() }).catch(() => null);
-    if (!res?.ok) return;
+    if (!res?.ok || isLive()) return;
     const s = await res.json();
     if (s.state !== "queued") {
-      if (s.state !== "ended") setState("An agent is free — connecting…", "connecting");
+      if (s.state !== "ended" && !isLive()) setState("An agent is free — connecting…", "connecting");
       return;
     }
     setState(`All agents are busy — you are #${s.queuePosition} in line`, "queued");

@@ -33,7 +33,6 @@ from voxfleet.runtime import wire
 log = logging.getLogger(__name__)
 
 BotFunction = Callable[[Any], Awaitable[Any]]
-OFFER_SETTLE_S = 5.0  # the longest ICE candidates wait for an offer being answered
 
 
 class BotHost:
@@ -87,11 +86,6 @@ class BotHost:
         self.reconnect_s = reconnect_s
         self.stream: Any = None  # a RelayedWebSocket once a media WebSocket session opened
         self.emit = emit
-        # Cleared while an offer is being answered: ICE candidates that arrive meanwhile (a queued
-        # caller's offer and candidates are relayed together when its bot is ready) wait for the
-        # peer connection the offer creates instead of failing with "Peer connection not found".
-        self.offers_settled = asyncio.Event()
-        self.offers_settled.set()
         # Models this agent's bot built in its last session, built here before ours (warm bots).
         from voxfleet.runtime.model_preload import ModelPreloader
 
@@ -277,20 +271,12 @@ class BotHost:
             restart_pc=message.get("restart_pc"),
             request_data=message.get("request_data"),
         )
-        self.offers_settled.clear()
-        try:
-            return await self.handler.handle_web_request(request, self.start_bot) or {}
-        finally:
-            self.offers_settled.set()
+        return await self.handler.handle_web_request(request, self.start_bot) or {}
 
     async def add_ice(self, message: dict[str, Any]) -> None:
         """Add trickled ICE candidates ({pc_id, candidates: [{candidate, sdp_mid, sdp_mline_index}]})."""
         from pipecat.transports.smallwebrtc.request_handler import IceCandidate, SmallWebRTCPatchRequest
 
-        try:
-            await asyncio.wait_for(self.offers_settled.wait(), OFFER_SETTLE_S)
-        except asyncio.TimeoutError:
-            pass  # handled below as Pipecat handles candidates for an unknown peer connection
         await self.handler.handle_patch_request(
             SmallWebRTCPatchRequest(
                 pc_id=message["pc_id"],
