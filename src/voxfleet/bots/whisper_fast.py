@@ -58,7 +58,8 @@ class ShortWindowWhisper:
 
     def _speech_text(self, tokens: list[int], content_s: float) -> str:
         """The text of the segments up to the one ending at the end of the audio; a segment
-        that repeats an earlier one is the decoder looping, not speech."""
+        that repeats an earlier one is the decoder looping, not speech (the price: a caller who
+        says the very same sentence twice in one breath is heard saying it once)."""
         tok = self.tokenizer
         segments: list[list[int]] = []
         current: list[int] = []
