@@ -114,13 +114,15 @@ const STAGES = [
   ["audio_out", "audio out", "#ff7a59"],
 ];
 
-// One stacked bar per turn: each segment is the time from the previous stage to this one.
+// One stacked bar per turn: each segment is the time from the previous moment to this one.
 function turnBars(turns) {
   if (!turns.length) return "<p class='muted'>No turns yet</p>";
   const widest = Math.max(...turns.map((t) => t.v2vMs), 1);
   const bars = turns.map((t, i) => {
     let last = 0;
-    const segs = STAGES.filter(([k]) => t.stagesMs[k] !== undefined).map(([k, label, color]) => {
+    // in the order the moments happened (a turn decision may wait for the transcript, or not)
+    const present = STAGES.filter(([k]) => t.stagesMs[k] !== undefined).sort((a, b) => t.stagesMs[a[0]] - t.stagesMs[b[0]]);
+    const segs = present.map(([k, label, color]) => {
       const at = Math.max(t.stagesMs[k], last), w = (100 * (at - last)) / widest;
       const seg = `<i style="width:${w}%;background:${color}" title="${esc(label)}: ${Math.round(at - last)} ms (at ${Math.round(at)} ms)"></i>`;
       last = at;
