@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from voxfleet.clients.bench_stt import word_errors
 from voxfleet.clients.speech import speak
 
 
@@ -26,7 +27,9 @@ def utterance(text: str) -> np.ndarray:
                                   "I would like to change my reservation. Can we move it to Friday evening instead?"])
 def test_an_utterance_is_transcribed_once_without_the_decoder_repeating_it(short, text):
     heard, no_speech = short.transcribe(utterance(text))
-    assert heard.lower().rstrip(".?") == text.lower().rstrip(".?") and no_speech < 0.4
+    errors, words = word_errors(text, heard)
+    assert errors <= 1, heard  # tiny.en may mishear a word ("evening" -> "e being"), never loop
+    assert len(heard.split()) <= words + 1 and no_speech < 0.4, heard
 
 
 def test_noise_is_flagged_as_no_speech(short):
