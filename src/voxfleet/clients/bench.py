@@ -22,18 +22,16 @@ from typing import Any
 from voxfleet.bots.assistant_prompts import warm_up_messages
 from voxfleet.bots.llm_server import LocalLLMServer, free_port
 from voxfleet.config import LLMSettings
+from voxfleet.observability.turns import percentile as turn_percentile
 from voxfleet.clients.speech import speak
 from voxfleet.clients.webrtc_client import WebRTCCaller
 from voxfleet.transports.ice import advertise_addresses
 
 
 def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    index = (len(ordered) - 1) * q
-    low, high = int(index), min(int(index) + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (index - low)
+    """observability.turns.percentile, NaN for no values (the benches' tables print it)."""
+    value = turn_percentile(values, q)
+    return float("nan") if value is None else value
 
 
 def rss_mb(pid: int) -> float:
