@@ -26,9 +26,10 @@ from voxfleet.runtime.local.backend import LocalBackend
 from voxfleet.runtime.ray.backend import RayBackend
 from voxfleet.scheduler.capacity import Resources, profile_named
 from voxfleet.scheduler.placement import LOCAL_REGION, ClusterLedger, Node
-from voxfleet.scheduler.pool import WarmPoolPolicy
-from voxfleet.scheduler.pool_sizing import PredictiveWarmPoolPolicy
-from voxfleet.scheduler.service import AgentPool, Limits, SessionService
+from voxfleet.scheduler.admission import AgentPool
+from voxfleet.scheduler.pool import PercentagePool, PoolPolicy, WarmPoolPolicy
+from voxfleet.scheduler.pool_sizing import ForecastPool, PredictiveWarmPoolPolicy
+from voxfleet.scheduler.service import Limits, SessionService
 from voxfleet.storage.store import Store
 
 log = logging.getLogger(__name__)
@@ -212,7 +213,8 @@ def ray_backend(settings: Settings, ice: SessionIceServers, env: dict[str, str])
 def build_service(settings: Settings, backend: LocalBackend | RayBackend) -> SessionService:
     capacity = Resources(settings.capacity_cpu_millis or node.cpu_millis(),
                          settings.capacity_mem_mb or node.memory_mb(), settings.uplink_kbps)
-    pools = [AgentPool(a.name, profile_named(a.profile, a.kbps), pool_policy(a)) for a in settings.agents]
+    pools = [AgentPool(a.name, profile_named(a.profile, a.kbps), pool_policy(a), max_bots=a.max_bots)
+             for a in settings.agents]
     limits = Limits(offer_timeout=settings.offer_timeout_s, signaling_timeout=settings.signaling_timeout_s,
                     queue_wait=settings.queue_wait_s, max_session=settings.max_session_s,
                     memory_check=settings.memory_check_s, refill_concurrency=settings.refill_concurrency)
@@ -225,11 +227,12 @@ def build_service(settings: Settings, backend: LocalBackend | RayBackend) -> Ses
                           queue_max=settings.queue_max, keep_ended=settings.ended_sessions_kept)
 
 
-def pool_policy(agent: AgentSpec) -> WarmPoolPolicy | PredictiveWarmPoolPolicy:
+def pool_policy(agent: AgentSpec) -> PoolPolicy:
     if agent.pool_policy == "predictive":
-        return PredictiveWarmPoolPolicy(min_warm=agent.min_warm, warm_pct=agent.warm_pct, max_bots=agent.max_bots,
-                                        cold_start_probability=agent.cold_start_target)
-    return WarmPoolPolicy(min_warm=agent.min_warm, warm_pct=agent.warm_pct, max_bots=agent.max_bots)
+        return ForecastPool(PredictiveWarmPoolPolicy(min_warm=agent.min_warm, warm_pct=agent.warm_pct,
+                                                     max_bots=agent.max_bots,
+                                                     cold_start_probability=agent.cold_start_target))
+    return PercentagePool(WarmPoolPolicy(min_warm=agent.min_warm, warm_pct=agent.warm_pct, max_bots=agent.max_bots))
 
 
 def install_drain(server: uvicorn.Server, service: SessionService, timeout: float) -> None:

@@ -104,7 +104,13 @@ class CapacityLedger:
 
     def how_many_fit(self, amount: Resources) -> int:
         """How many more reservations of `amount` would fit now."""
-        counts = [getattr(self.free, r) // getattr(amount, r) for r in RESOURCES if getattr(amount, r) > 0]
+        free, counts = self.free, []
+        if amount.cpu_millis > 0:
+            counts.append(free.cpu_millis // amount.cpu_millis)
+        if amount.mem_mb > 0:
+            counts.append(free.mem_mb // amount.mem_mb)
+        if amount.kbps > 0:
+            counts.append(free.kbps // amount.kbps)
         return max(0, min(counts)) if counts else 0
 
     def check(self) -> bool:

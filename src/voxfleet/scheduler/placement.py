@@ -62,6 +62,7 @@ class ClusterLedger:
         self.default_region = default_region
         self._where: dict[str, str] = {}  # key -> node id
         self._orphans: dict[str, Resources] = {}  # held on a node that left; released by its bot's end
+        self._regions: list[str] = []
         for node in nodes:
             self.add_node(node)
 
@@ -71,12 +72,14 @@ class ClusterLedger:
             raise ValueError(f"node {node.node_id!r} is already known")
         self.nodes[node.node_id] = node
         self.ledgers[node.node_id] = CapacityLedger(node.capacity)
+        self._regions = sorted({n.region for n in self.nodes.values()})
 
     def remove_node(self, node_id: str) -> list[str]:
         """Forget a node (it left the cluster); return the keys it held. They stay reserved
         (as orphans, outside every capacity) until released once, when their bots are gone."""
         self.nodes.pop(node_id)
         ledger = self.ledgers.pop(node_id)
+        self._regions = sorted({n.region for n in self.nodes.values()})
         held = [key for key, where in self._where.items() if where == node_id]
         for key in held:
             self._orphans[key] = ledger._held[key]
@@ -96,7 +99,7 @@ class ClusterLedger:
         return added, removed
 
     def regions(self) -> list[str]:
-        return sorted({n.region for n in self.nodes.values()})
+        return list(self._regions)
 
     def preference(self, region: str | None) -> list[str]:
         """Regions to try, nearest first, for a request asking for `region` (None: any).
@@ -150,8 +153,11 @@ class ClusterLedger:
 
     def how_many_fit(self, amount: Resources, region: str | None = None) -> int:
         """How many more reservations of `amount` would fit now (in `region`, or anywhere)."""
-        return sum(self.ledgers[n.node_id].how_many_fit(amount) for n in self.nodes.values()
-                   if region is None or n.region == region)
+        total = 0
+        for node_id, node in self.nodes.items():
+            if region is None or node.region == region:
+                total += self.ledgers[node_id].how_many_fit(amount)
+        return total
 
     def could_ever_fit(self, amount: Resources, regions: Iterable[str]) -> bool:
         """True if some node of `regions` is big enough for `amount` when empty."""

@@ -40,8 +40,12 @@ in free capacity.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from statistics import NormalDist
+from typing import Any
+
+from voxfleet.scheduler.forecast import ArrivalForecaster
+from voxfleet.scheduler.pool import PoolState
 
 _EXACT_POISSON_MAX_MEAN = 500.0  # exp(-mean) stays a normal float well past this
 
@@ -138,3 +142,28 @@ class PredictiveWarmPoolPolicy:
         wanted = self.wanted(active, forecast_rate, refill_s, refill_concurrency)
         wanted = min(wanted, max(0, self.max_bots - active))
         return max(0, min(wanted, warm + fits_more))
+
+
+@dataclass
+class ForecastPool:
+    """The forecast pool as a :class:`~voxfleet.scheduler.pool.PoolPolicy`: the forecaster's
+    planning rate (``rate_upper`` over one refill, ``z`` standard errors high) into
+    :class:`PredictiveWarmPoolPolicy`, with the refill time the pool measured."""
+
+    sizing: PredictiveWarmPoolPolicy
+    forecaster: ArrivalForecaster = field(default_factory=ArrivalForecaster)
+    z: float = 2.0
+    name: str = "predictive"
+
+    def on_arrival(self, now: float) -> None:
+        self.forecaster.observe(now)
+
+    def target(self, state: PoolState) -> int:
+        self.forecaster.begin(state.now)  # history begins when the pool does
+        rate = self.forecaster.rate_upper(state.now, horizon_s=state.refill_s, z=self.z)
+        return self.sizing.target(state.active, fits_more=state.free, warm=state.warm + state.warming,
+                                  forecast_rate=rate, refill_s=state.refill_s,
+                                  refill_concurrency=state.refill_concurrency)
+
+    def describe(self) -> dict[str, Any]:
+        return {"policy": self.name, "min_warm": self.sizing.min_warm, "warm_pct": self.sizing.warm_pct}

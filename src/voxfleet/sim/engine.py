@@ -8,19 +8,19 @@ session, including a session that is still cold-starting). So at every moment
 
 which the engine checks after every event (and lets a test observe).
 
-What happens, mirroring ``voxfleet.scheduler.service``:
+What happens is what the server does: the engine drives the server's own admission core
+(:class:`voxfleet.scheduler.admission.Admission`) with one agent on one node of ``capacity``
+slots, on a virtual clock, standing in only for the bots:
 
-- **A session arrives.** A warm bot is there: it takes it at once (a warm start, no wait).
-  Otherwise, if a slot is free, it cold-starts: it waits the policy's ``refill_s`` (a bot
-  started on demand takes as long as any other). Otherwise it waits in a FIFO queue. Both of the
-  latter count as cold starts: the session did not find a warm bot.
-- **A session ends.** Its bot exits (one process per session) and frees its slot; the head of
-  the queue, if any, cold-starts in it.
-- **A warm bot becomes ready.** A queued session takes it if one waits; else it joins the pool.
-- **After every event, and every ``tick_s`` of quiet,** the policy is asked for its target
-  (warm + warming). Below it, new bots start initialising in free slots, at most
-  ``refill_concurrency`` at a time (None: no limit, as in a cloud); above it, idle warm bots are
-  retired. Bots already initialising are never cancelled.
+- a bot asked for (warm, or cold for a session) is ready ``refill_s`` after the request, at
+  most ``refill_concurrency`` warm-ups at a time (None: no limit, as in a cloud);
+- a session runs for its length from the moment its bot is ready; then its bot exits;
+- a retired bot exits at once;
+- the queue is unbounded and never times out (a simulated caller waits).
+
+A session counts as a warm start if it found a warm bot on arrival; otherwise (cold-started at
+once, or queued first) as a cold start. The policy is consulted after every event and every
+``tick_s`` of quiet (a forecast decays with time).
 
 Randomness lives in the trace; the engine itself is deterministic, so one trace and one policy
 always give the same result.
@@ -30,54 +30,32 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from voxfleet.scheduler.admission import (
+    AgentPool, Admission, Assign, Command, Dequeue, Enqueue, Expire, Launch, Reject, Stop,
+)
+from voxfleet.scheduler.capacity import Profile, Resources
+from voxfleet.scheduler.placement import ClusterLedger, Node
+from voxfleet.scheduler.pool import PoolPolicy, PoolState
 from voxfleet.sim.traces import Trace
 
-_SESSION_END = 0
-_BOT_READY = 1
+__all__ = ["CapacityViolation", "PoolState", "RunResult", "SimPolicy", "TimelinePoint", "percentile", "simulate"]
+
+_AGENT = "sim"
+_REGION = "sim"
+_SLOT = Resources(1, 1, 1)  # every bot holds one slot
 
 
-@dataclass(frozen=True)
-class PoolState:
-    """What a policy sees when asked for its target."""
+class SimPolicy(PoolPolicy, Protocol):
+    """A warm-pool policy under simulation, with the timing of the bots it stands for:
+    ``refill_s``, seconds for a new bot (warm or cold-started) to be ready;
+    ``refill_concurrency``, warm-ups at once (None: no limit)."""
 
-    now: float
-    active: int
-    warm: int
-    warming: int
-    queued: int
-    capacity: int
-
-    @property
-    def reserved(self) -> int:
-        """Slots held: active + warm + warming."""
-        return self.active + self.warm + self.warming
-
-    @property
-    def free(self) -> int:
-        return self.capacity - self.reserved
-
-
-class SimPolicy(Protocol):
-    """A warm-pool policy under simulation.
-
-    ``refill_s``: seconds for a new bot (warm or cold-started) to be ready;
-    ``refill_concurrency``: initialisations at once, None for no limit.
-    """
-
-    name: str
     refill_s: float
     refill_concurrency: int | None
-
-    def on_arrival(self, now: float) -> None:
-        """A session start request arrived (before it is placed)."""
-
-    def target(self, state: PoolState) -> int:
-        """Bots to hold warm or warming."""
 
 
 @dataclass(frozen=True)
@@ -146,94 +124,103 @@ class _Run:
                  timeline_step_s: float | None, observer: Callable[[PoolState], None] | None) -> None:
         self.trace, self.policy, self.capacity = trace, policy, capacity
         self.tick_s, self.timeline_step_s, self.observer = tick_s, timeline_step_s, observer
-        self.active = self.warm = self.warming = 0
-        self.queue: deque[tuple[float, float]] = deque()  # (arrived at, session length)
-        self.events: list[tuple[float, int, int]] = []  # (time, sequence, kind)
+        ids = iter(range(1, 1 << 62))
+        self.pool = AgentPool(_AGENT, Profile("slot", _SLOT), policy, max_bots=capacity, refill_s=policy.refill_s)
+        ledger = ClusterLedger([Node("node", _REGION, "", _SLOT.times(capacity))])
+        self.core = Admission([self.pool], ledger, queue_max=1 << 62, queue_wait_s=math.inf,
+                              refill_concurrency=policy.refill_concurrency, new_id=lambda: f"b{next(ids)}",
+                              audit=False)  # the counts are checked after every event instead
+        self.events: list[tuple[float, int, str]] = []  # (time, sequence, bot id ending or ready)
+        self.ready_at: set[str] = set()  # warm-ups in flight (their event is "ready")
+        self.arrived_at: dict[str, float] = {}
+        self.lengths: dict[str, float] = {}
         self.sequence = 0
         self.now = trace.start_s
         self.next_sample = trace.start_s
         self.result = RunResult(trace.name, policy.name, capacity, trace.hours)
 
     # -- bookkeeping -----------------------------------------------------------------------
-    def _schedule(self, at: float, kind: int) -> None:
+    def _schedule(self, at: float, bot_id: str) -> None:
         self.sequence += 1
-        heapq.heappush(self.events, (at, self.sequence, kind))
+        heapq.heappush(self.events, (at, self.sequence, bot_id))
 
     def _advance(self, t: float) -> None:
         """Move the clock to ``t``, integrating idle warm bots and sampling the timeline."""
         if self.timeline_step_s is not None:
             while self.next_sample <= t:
+                state = self.state()
                 self.result.timeline.append(
-                    TimelinePoint(self.next_sample, self.active, self.warm, self.warming, len(self.queue)))
+                    TimelinePoint(self.next_sample, state.active, state.warm, state.warming, state.queued))
                 self.next_sample += self.timeline_step_s
-        self.result.idle_bot_seconds += self.warm * (t - self.now)
+        self.result.idle_bot_seconds += len(self.pool.warm_in(_REGION)) * (t - self.now)
         self.now = t
 
     def state(self) -> PoolState:
-        return PoolState(self.now, self.active, self.warm, self.warming, len(self.queue), self.capacity)
+        pool = self.pool
+        return PoolState(self.now, pool.active, len(pool.warm_in(_REGION)), pool.warming, len(self.core.queue),
+                         self.core.ledger.how_many_fit(_SLOT), pool.refill_s, self.policy.refill_concurrency)
 
     def _check(self) -> None:
-        reserved = self.active + self.warm + self.warming
-        if reserved > self.capacity or min(self.active, self.warm, self.warming) < 0:
+        state = self.state()
+        if (state.reserved > self.capacity or len(self.core.ledger) != state.reserved
+                or min(state.active, state.warm, state.warming) < 0):
             raise CapacityViolation(
-                f"t={self.now:.3f}: active {self.active} + warm {self.warm} + warming {self.warming} "
+                f"t={self.now:.3f}: active {state.active} + warm {state.warm} + warming {state.warming} "
                 f"> capacity {self.capacity} (policy {self.policy.name})")
-        if self.queue and self.warm:
-            raise CapacityViolation(f"t={self.now:.3f}: {self.warm} warm bots idle while sessions queue")
-        self.result.peak_reserved = max(self.result.peak_reserved, reserved)
+        if state.queued and state.warm:
+            raise CapacityViolation(f"t={self.now:.3f}: {state.warm} warm bots idle while sessions queue")
+        self.result.peak_reserved = max(self.result.peak_reserved, state.reserved)
         if self.observer is not None:
-            self.observer(self.state())
+            self.observer(state)
 
-    # -- sessions ----------------------------------------------------------------------------
-    def _begin(self, arrived_at: float, length: float, ready_in: float) -> None:
-        """A session takes a slot now; its bot is ready after ``ready_in``, then it runs."""
-        self.active += 1
-        self.result.waits_s.append(self.now - arrived_at + ready_in)
-        self._schedule(self.now + ready_in + length, _SESSION_END)
+    # -- the bots the core asks for ---------------------------------------------------------------
+    def apply(self, commands: list[Command]) -> None:
+        pending = list(commands)
+        while pending:
+            command = pending.pop(0)
+            if isinstance(command, Launch) and command.session_id is None:
+                self.result.bots_warmed += 1
+                self.ready_at.add(command.bot_id)
+                self._schedule(self.now + self.policy.refill_s, command.bot_id)
+            elif isinstance(command, Launch):
+                self._begin(command.session_id, command.bot_id, self.policy.refill_s)
+            elif isinstance(command, Assign):
+                self._begin(command.session_id, command.bot_id, 0.0)
+            elif isinstance(command, Stop):
+                self.result.bots_retired += command.reason == "retired"
+                pending.extend(self.core.bot_exited(command.bot_id, self.now))
+            elif isinstance(command, Enqueue):
+                self.result.queued += 1
+            elif isinstance(command, (Expire, Reject)):
+                raise CapacityViolation(f"t={self.now:.3f}: session {command.session_id} refused ({command})")
+            else:
+                assert isinstance(command, Dequeue)
 
+    def _begin(self, session_id: str | None, bot_id: str, ready_in: float) -> None:
+        """The session's bot is ready after ``ready_in``; then the session runs its length."""
+        assert session_id is not None
+        self.result.waits_s.append(self.now - self.arrived_at.pop(session_id) + ready_in)
+        self._schedule(self.now + ready_in + self.lengths.pop(session_id), bot_id)
+
+    # -- events -------------------------------------------------------------------------------------
     def arrive(self, length: float) -> None:
-        self.policy.on_arrival(self.now)
         self.result.sessions += 1
-        if self.warm:
-            self.warm -= 1
+        session_id = f"s{self.result.sessions}"
+        self.arrived_at[session_id], self.lengths[session_id] = self.now, length
+        commands = self.core.start_requested(session_id, _AGENT, None, None, self.now)
+        warm = any(isinstance(c, Assign) and c.session_id == session_id for c in commands)
+        if warm:
             self.result.warm_starts += 1
-            self._begin(self.now, length, 0.0)
-            return
-        self.result.cold_starts += 1
-        if self.active + self.warm + self.warming < self.capacity:
-            self._begin(self.now, length, self.policy.refill_s)
         else:
-            self.result.queued += 1
-            self.queue.append((self.now, length))
+            self.result.cold_starts += 1
+        self.apply(commands)
 
-    def session_ended(self) -> None:
-        self.active -= 1
-        if self.queue:
-            arrived_at, length = self.queue.popleft()
-            self._begin(arrived_at, length, self.policy.refill_s)
-
-    def bot_ready(self) -> None:
-        self.warming -= 1
-        if self.queue:
-            arrived_at, length = self.queue.popleft()
-            self._begin(arrived_at, length, 0.0)
-        else:
-            self.warm += 1
-
-    # -- the pool --------------------------------------------------------------------------------
-    def reconcile(self) -> None:
-        """Bring warm + warming towards the policy's target, within capacity and concurrency."""
-        target = max(0, int(self.policy.target(self.state())))
-        limit = self.policy.refill_concurrency
-        while (self.warm + self.warming < target
-               and self.active + self.warm + self.warming < self.capacity
-               and (limit is None or self.warming < limit)):
-            self.warming += 1
-            self.result.bots_warmed += 1
-            self._schedule(self.now + self.policy.refill_s, _BOT_READY)
-        while self.warm + self.warming > target and self.warm:
-            self.warm -= 1
-            self.result.bots_retired += 1
+    def bot_event(self, bot_id: str) -> None:
+        if bot_id in self.ready_at:
+            self.ready_at.discard(bot_id)
+            self.apply(self.core.bot_ready(bot_id, self.now, self.policy.refill_s))
+        else:  # its session ended: one process per session
+            self.apply(self.core.bot_exited(bot_id, self.now))
 
     # -- the loop --------------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -249,17 +236,14 @@ class _Run:
                 break
             self._advance(t)
             if t_event == t:
-                _, _, kind = heapq.heappop(self.events)
-                if kind == _SESSION_END:
-                    self.session_ended()
-                else:
-                    self.bot_ready()
+                _, _, bot_id = heapq.heappop(self.events)
+                self.bot_event(bot_id)
             elif t_arrival == t:
                 self.arrive(lengths[index])
                 index += 1
             else:
                 next_tick = t + self.tick_s
-            self.reconcile()
+                self.apply(self.core.tick(self.now))
             self._check()
         self._advance(end)
         return self.result

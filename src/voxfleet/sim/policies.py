@@ -25,12 +25,12 @@ fork + init of a warm bot) with at most ``refill_concurrency`` initialisations a
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from voxfleet.scheduler.forecast import ArrivalForecaster
-from voxfleet.scheduler.pool import WarmPoolPolicy
-from voxfleet.scheduler.pool_sizing import PredictiveWarmPoolPolicy
-from voxfleet.sim.engine import PoolState, SimPolicy
+from voxfleet.scheduler.pool import PercentagePool, PoolState, WarmPoolPolicy
+from voxfleet.scheduler.pool_sizing import ForecastPool, PredictiveWarmPoolPolicy
+from voxfleet.sim.engine import SimPolicy
 
 POLICY_NAMES = ("fixed_min", "pcc_buffer", "livekit_idle", "percentage", "voxfleet")
 
@@ -125,39 +125,22 @@ class LiveKitIdlePolicy:
 
 
 @dataclass
-class PercentagePolicy:
-    rule: WarmPoolPolicy
-    refill_s: float
-    refill_concurrency: int | None
+class PercentagePolicy(PercentagePool):
+    """The server's fixed rule, :class:`voxfleet.scheduler.pool.PercentagePool`, on voxfleet's refill."""
+
+    refill_s: float = 1.0
+    refill_concurrency: int | None = 1
     name: str = "percentage"
-
-    def on_arrival(self, now: float) -> None:
-        pass
-
-    def target(self, state: PoolState) -> int:
-        return self.rule.target(state.active, fits_more=state.free, warm=state.warm + state.warming)
 
 
 @dataclass
-class ForecastPolicy:
-    """voxfleet's predictive pool: forecast the arrival rate, size by the Poisson quantile."""
+class ForecastPolicy(ForecastPool):
+    """The server's forecast rule, :class:`voxfleet.scheduler.pool_sizing.ForecastPool`, on
+    voxfleet's refill."""
 
-    sizing: PredictiveWarmPoolPolicy
-    refill_s: float
-    refill_concurrency: int | None
-    z: float = 2.0
-    forecaster: ArrivalForecaster = field(default_factory=ArrivalForecaster)
+    refill_s: float = 1.0
+    refill_concurrency: int | None = 1
     name: str = "voxfleet"
-
-    def on_arrival(self, now: float) -> None:
-        self.forecaster.observe(now)
-
-    def target(self, state: PoolState) -> int:
-        self.forecaster.begin(state.now)  # history begins when the pool does
-        rate = self.forecaster.rate_upper(state.now, horizon_s=self.refill_s, z=self.z)
-        return self.sizing.target(state.active, fits_more=state.free, warm=state.warm + state.warming,
-                                  forecast_rate=rate, refill_s=self.refill_s,
-                                  refill_concurrency=self.refill_concurrency)
 
 
 def build_policy(name: str, settings: PolicySettings) -> SimPolicy:
@@ -171,11 +154,12 @@ def build_policy(name: str, settings: PolicySettings) -> SimPolicy:
         return LiveKitIdlePolicy(s.node_cpus, s.bot_cpus, s.load_threshold, s.refill_s, s.refill_concurrency)
     if name == "percentage":
         rule = WarmPoolPolicy(min_warm=s.min_warm, warm_pct=s.warm_pct, max_bots=s.capacity)
-        return PercentagePolicy(rule, s.refill_s, s.refill_concurrency)
+        return PercentagePolicy(rule, refill_s=s.refill_s, refill_concurrency=s.refill_concurrency)
     if name == "voxfleet":
         sizing = PredictiveWarmPoolPolicy(min_warm=s.min_warm, warm_pct=0.0, max_bots=s.capacity,
                                           cold_start_probability=s.target_cold_pct / 100.0,
                                           drain_horizon_s=s.drain_horizon_s)
         forecaster = ArrivalForecaster(s.forecast_half_life_s, s.forecast_fast_half_life_s)
-        return ForecastPolicy(sizing, s.refill_s, s.refill_concurrency, s.forecast_z, forecaster)
+        return ForecastPolicy(sizing, forecaster, s.forecast_z, refill_s=s.refill_s,
+                              refill_concurrency=s.refill_concurrency)
     raise ValueError(f"policy {name!r} is unknown (known: {', '.join(POLICY_NAMES)})")
