@@ -86,7 +86,7 @@ def ray_cluster():
     """A real 3-node Ray cluster on loopback, token auth on: the head (127.0.0.2, no bot
     resources), a node in region eu (127.0.0.3: 1 vCPU, two agent-1x bots fit) and one in region
     us (127.0.0.4: 1 vCPU but 40 kbps of uplink, one bot fits)."""
-    from voxfleet.clients.ray_cluster import BotNode, LocalRayCluster
+    from voxfleet.testing.ray_cluster import BotNode, LocalRayCluster
 
     cluster = LocalRayCluster([BotNode("127.0.0.3", "eu", 1.0, 4096), BotNode("127.0.0.4", "us", 1.0, 2048, kbps=40)])
     cluster.start()

@@ -119,14 +119,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 async def bench_ttfw(args: argparse.Namespace) -> dict:
-    from voxfleet.clients.bench import run_ttfw_bench
+    from voxfleet.bench.ttfw import run_ttfw_bench
 
     return await run_ttfw_bench(sessions=args.sessions, bot=args.bot, include_peer=not args.no_peer,
                                 speech_text=args.question)
 
 
 async def bench_turn(args: argparse.Namespace) -> dict:
-    from voxfleet.clients.bench_turn import run_turn_bench
+    from voxfleet.bench.turn import run_turn_bench
 
     concurrency = [int(k) for k in args.concurrency.split(",") if k.strip()]
     return await run_turn_bench(calls=args.calls, bot=args.bot, speech_text=args.question, concurrency=concurrency,
@@ -134,25 +134,25 @@ async def bench_turn(args: argparse.Namespace) -> dict:
 
 
 async def bench_stt(args: argparse.Namespace) -> dict:
-    from voxfleet.clients.bench_stt import run_stt_bench
+    from voxfleet.bench.stt import run_stt_bench
 
     return await asyncio.to_thread(run_stt_bench, [int(n) for n in args.threads.split(",")])
 
 
 async def bench_start(args: argparse.Namespace) -> dict:
-    from voxfleet.clients.bench_start import run_start_bench
+    from voxfleet.bench.start import run_start_bench
 
     return await run_start_bench(sessions=args.sessions)
 
 
 async def bench_phone(args: argparse.Namespace) -> dict:
-    from voxfleet.clients.bench_phone import run_phone_bench
+    from voxfleet.bench.phone import run_phone_bench
 
     return await run_phone_bench(calls=args.calls, include_peer=not args.no_peer, speech_text=args.question)
 
 
 async def bench_ray(args: argparse.Namespace) -> dict:
-    from voxfleet.clients.bench_ray import run_ray_bench
+    from voxfleet.bench.on_ray import run_ray_bench
 
     return await run_ray_bench(sessions=args.sessions)
 
@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     turn = bench_sub.add_parser("turn", help="voice-to-voice per turn at the caller and in the record, by stage; "
                                              "vs a plain Pipecat bot under voxfleet and Pipecat's dev runner")
     turn.add_argument("-n", "--calls", type=int, default=10)
-    turn.add_argument("--bot", default=None, help="the plain bot file (default: voxfleet/clients/plain_bot.py)")
+    turn.add_argument("--bot", default=None, help="the plain bot file (default: voxfleet/testing/plain_bot.py)")
     turn.add_argument("--concurrency", default="1", metavar="K,K,...",
                       help="also call the assistant K at a time, for each K (e.g. 1,2,4)")
     turn.add_argument("--no-plain", action="store_true", help="skip the plain bot under voxfleet")

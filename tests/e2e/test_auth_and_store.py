@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, Server, wait_for
+from voxfleet.bench.webrtc_client import WebRTCCaller
 from voxfleet.bots import tone
-from voxfleet.clients.webrtc_client import WebRTCCaller
 from voxfleet.transports.ice import advertise_addresses
 
 pytestmark = pytest.mark.e2e

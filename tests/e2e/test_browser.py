@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import ARTIFACTS
-from voxfleet.clients.speech import speak
+from voxfleet.bench.speech import speak
 
 pytestmark = pytest.mark.e2e
 
@@ -107,7 +107,7 @@ async def test_website_shows_queue_position_when_all_agents_are_busy(tmp_path, q
     from playwright.async_api import async_playwright, expect
 
     from tests.e2e.test_capacity import tone_server
-    from voxfleet.clients.webrtc_client import WebRTCCaller
+    from voxfleet.bench.webrtc_client import WebRTCCaller
     from voxfleet.transports.ice import advertise_addresses
 
     advertise_addresses(["127.0.0.1"])

@@ -8,13 +8,12 @@ from __future__ import annotations
 import os
 import signal
 import time
-
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import Server, ray_env, wait_for
-from voxfleet.clients.webrtc_client import WebRTCCaller
+from voxfleet.bench.webrtc_client import WebRTCCaller
 from voxfleet.bots import tone
 from voxfleet.transports.ice import advertise_addresses
 

@@ -27,8 +27,8 @@ import httpx
 import pytest
 
 from tests.conftest import ARTIFACTS, ROOT, Server, free_udp_range, wait_for
+from voxfleet.bench.webrtc_client import WebRTCCaller
 from voxfleet.bots import tone
-from voxfleet.clients.webrtc_client import WebRTCCaller
 from voxfleet.exceptions import TurnCheckFailed
 from voxfleet.transports.ice import advertise_addresses
 from voxfleet.transports.turn import mint_turn_credential, parse_ice_url

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tests.conftest import wait_for
-from voxfleet.clients.webrtc_client import WebRTCCaller
+from voxfleet.bench.webrtc_client import WebRTCCaller
 from voxfleet.transports.ice import advertise_addresses
 
 pytestmark = pytest.mark.e2e

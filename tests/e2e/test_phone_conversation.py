@@ -7,9 +7,9 @@ import asyncio
 import pytest
 
 from tests.conftest import TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, wait_for
-from voxfleet.clients import ws_client
-from voxfleet.clients.speech import speak, transcribe
-from voxfleet.clients.twilio_caller import TwilioCaller
+from voxfleet.bench import ws_client
+from voxfleet.bench.speech import speak, transcribe
+from voxfleet.bench.twilio_caller import TwilioCaller
 
 pytestmark = pytest.mark.e2e
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Server, wait_for
+from voxfleet.bench.speech import speak
+from voxfleet.bench.webrtc_client import WebRTCCaller
 from voxfleet.bots import models
-from voxfleet.clients.speech import speak
-from voxfleet.clients.webrtc_client import WebRTCCaller
 from voxfleet.transports.ice import advertise_addresses
 
 pytestmark = pytest.mark.e2e

@@ -14,9 +14,9 @@ import httpx
 import pytest
 
 from tests.conftest import TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, TWILIO_ENV, Server, ray_env, wait_for
+from voxfleet.bench.webrtc_client import WebRTCCaller
 from voxfleet.bots import tone
-from voxfleet.clients.ray_cluster import BotNode
-from voxfleet.clients.webrtc_client import WebRTCCaller
+from voxfleet.testing.ray_cluster import BotNode
 from voxfleet.transports.ice import advertise_addresses
 
 pytestmark = pytest.mark.e2e
@@ -107,7 +107,7 @@ async def test_call_to_a_warm_bot_on_a_worker_node_in_the_asked_region(ray_serve
 
 async def test_phone_call_to_a_bot_actor_in_the_numbers_region(ray_server):
     """A Twilio media stream relayed to a bot actor on a worker node; ?region= on the webhook URL."""
-    from voxfleet.clients.twilio_caller import TwilioCaller
+    from voxfleet.bench.twilio_caller import TwilioCaller
 
     await asyncio.to_thread(warm_everywhere, ray_server)
     caller = TwilioCaller(ray_server.url, TWILIO_AUTH_TOKEN, account_sid=TWILIO_ACCOUNT_SID)

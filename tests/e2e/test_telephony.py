@@ -19,7 +19,7 @@ import websockets
 from tests.conftest import TWILIO_ACCOUNT_SID as ACCOUNT
 from tests.conftest import TWILIO_AUTH_TOKEN as AUTH_TOKEN
 from tests.conftest import TWILIO_ENV, Server, wait_for
-from voxfleet.clients.twilio_caller import TwilioCaller, WebhookRefused, sid
+from voxfleet.bench.twilio_caller import TwilioCaller, WebhookRefused, sid
 from voxfleet.transports.stream_tokens import StreamTokens
 
 pytestmark = pytest.mark.e2e
@@ -280,7 +280,7 @@ async def test_at_capacity_callers_can_be_told_goodbye():
 
 
 async def test_generic_websocket_session_with_pipecat_protobuf_frames(phone_server):
-    from voxfleet.clients.ws_client import call, start_websocket_session
+    from voxfleet.bench.ws_client import call, start_websocket_session
 
     result = await call(phone_server.url, [], listen_s=6)
     assert result.ttfw_ms is not None and result.sample_rate

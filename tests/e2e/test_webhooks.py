@@ -13,8 +13,8 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from tests.conftest import Server, wait_for
+from voxfleet.bench.webrtc_client import WebRTCCaller
 from voxfleet.bots import tone
-from voxfleet.clients.webrtc_client import WebRTCCaller
 from voxfleet.transports.ice import advertise_addresses
 from voxfleet.webhooks.signing import new_secret
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import wait_for
-from voxfleet.clients.speech import speak
-from voxfleet.clients.webrtc_client import WebRTCCaller
+from voxfleet.bench.speech import speak
+from voxfleet.bench.webrtc_client import WebRTCCaller
 from voxfleet.transports.ice import advertise_addresses
 
 pytestmark = pytest.mark.e2e

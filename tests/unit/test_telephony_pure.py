@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from voxfleet.clients.twilio_caller import parse_twiml
+from voxfleet.bench.twilio_caller import parse_twiml
 from voxfleet.control.errors import ws_close_for
 from voxfleet.exceptions import StreamProtocolError, StreamTokenInvalid
 from voxfleet.transports.stream_tokens import StreamTokens

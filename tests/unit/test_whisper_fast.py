@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from voxfleet.clients.bench_stt import word_errors
-from voxfleet.clients.speech import speak
+from voxfleet.bench.speech import speak
+from voxfleet.bench.stt import word_errors
 
 
 @pytest.fixture(scope="module")

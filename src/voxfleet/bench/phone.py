@@ -1,7 +1,7 @@
 """``voxfleet bench phone``: phone-call time to first word (warm and cold), voice-to-voice, and the
 media relay's added latency per frame, against Pipecat's dev runner serving the same bot.
 
-Each call is placed by the Twilio-protocol caller (``clients/twilio_caller.py``): the signed
+Each call is placed by the Twilio-protocol caller (``bench/twilio_caller.py``): the signed
 webhook, TwiML, then the media stream in real time: greeting, one spoken question, the answer.
 
 - phone TTFW: the ``start`` event sent -> the first ``media`` frame with non-silent audio received;
@@ -24,10 +24,10 @@ from typing import Any
 
 import httpx
 
+from voxfleet.bench.speech import speak
+from voxfleet.bench.ttfw import Served, latency_table, percentile, pool_settled, shared_llm
+from voxfleet.bench.twilio_caller import TwilioCaller, TwimlAnswer, sid
 from voxfleet.bots.llm_server import free_port
-from voxfleet.clients.bench import Served, latency_table, percentile, pool_settled, shared_llm
-from voxfleet.clients.speech import speak
-from voxfleet.clients.twilio_caller import TwilioCaller, TwimlAnswer, sid
 
 AUTH_TOKEN = "bench-auth-token-0123456789"
 ACCOUNT = "AC" + "b" * 32  # no request leaves this machine: Pipecat's own REST hang-up fails offline
@@ -73,7 +73,7 @@ async def voxfleet_series(calls: int, min_warm: int, question, serve_env: dict[s
 
 async def peer_series(calls: int, question, bot_env: dict[str, str]) -> dict[str, Any]:
     port = free_port()
-    peer = Served([sys.executable, "-m", "voxfleet.clients.devrunner", "voxfleet.bots.assistant", "-t", "twilio",
+    peer = Served([sys.executable, "-m", "voxfleet.testing.devrunner", "voxfleet.bots.assistant", "-t", "twilio",
                    "-x", f"127.0.0.1:{port}", "--host", "127.0.0.1", "--port", str(port)],
                   {**bot_env, **TWILIO_ENV}, ready=r"(Uvicorn running on http://\S+)",
                   url_from=f"http://127.0.0.1:{port}")

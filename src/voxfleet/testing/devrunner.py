@@ -1,6 +1,6 @@
 """Run a bot under Pipecat's own dev runner (``pipecat.runner.run``), for side-by-side benchmarks.
 
-``python -m voxfleet.clients.devrunner <bot.py | module> [runner args]``. The only change from
+``python -m voxfleet.testing.devrunner <bot.py | module> [runner args]``. The only change from
 running the bot file directly: ICE host candidates on loopback (as voxfleet's bots are
 configured for local runs), which aioice would otherwise never offer.
 """

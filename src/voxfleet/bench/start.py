@@ -21,10 +21,10 @@ from typing import Any
 
 import httpx
 
-from voxfleet.clients.bench import Served, percentile, pool_settled
-from voxfleet.clients.webrtc_client import WebRTCCaller
-from voxfleet.runtime.local.node import pss_mb
+from voxfleet.bench.ttfw import Served, percentile, pool_settled
+from voxfleet.bench.webrtc_client import WebRTCCaller
 from voxfleet.bots import tone
+from voxfleet.runtime.local.node import pss_mb
 from voxfleet.transports.ice import advertise_addresses
 
 TONE_BOT = Path(tone.__file__)

@@ -4,7 +4,7 @@ In one command, on one machine, with one shared LLM process, N sequential calls 
 spoken question, the answer) by the same aiortc caller against:
 
 - ``voxfleet``: ``voxfleet serve`` with its built-in assistant;
-- ``voxfleet_plain_bot``: ``voxfleet serve --bot`` with a plain Pipecat bot (``clients/plain_bot.py``:
+- ``voxfleet_plain_bot``: ``voxfleet serve --bot`` with a plain Pipecat bot (``testing/plain_bot.py``:
   models built in ``bot()``, no voxfleet hooks; ``--bot`` picks another file);
 - ``pipecat_dev_runner``: Pipecat's own dev runner serving that same plain bot.
 
@@ -25,14 +25,13 @@ from typing import Any
 
 import httpx
 
-from voxfleet.clients.bench import (Served, dev_runner, one_session, percentile, pool_settled, served_peer_url,
-                                    shared_llm)
-from voxfleet.clients.speech import speak
+from voxfleet.bench.speech import speak
+from voxfleet.bench.ttfw import Served, dev_runner, one_session, percentile, pool_settled, served_peer_url, shared_llm
 from voxfleet.observability.turns import STAGES
 from voxfleet.runtime.local.node import pss_mb
 from voxfleet.transports.ice import advertise_addresses
 
-PLAIN_BOT = Path(importlib.util.find_spec("voxfleet.clients.plain_bot").origin)  # found, not imported
+PLAIN_BOT = Path(importlib.util.find_spec("voxfleet.testing.plain_bot").origin)  # found, not imported
 
 
 def _p(values: list[float]) -> dict[str, Any]:

@@ -19,12 +19,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from voxfleet.bench.speech import speak
+from voxfleet.bench.webrtc_client import WebRTCCaller
 from voxfleet.bots.assistant_prompts import warm_up_messages
 from voxfleet.bots.llm_server import LocalLLMServer, free_port
 from voxfleet.config import LLMSettings
 from voxfleet.observability.turns import percentile as turn_percentile
-from voxfleet.clients.speech import speak
-from voxfleet.clients.webrtc_client import WebRTCCaller
 from voxfleet.transports.ice import advertise_addresses
 
 
@@ -99,7 +99,7 @@ def busy_cpu_s() -> float:
 def dev_runner(bot_ref: str, env: dict[str, str]) -> Served:
     """Pipecat's own dev runner serving `bot_ref` over WebRTC on a free loopback port."""
     port = free_port()
-    return Served([sys.executable, "-m", "voxfleet.clients.devrunner", bot_ref, "-t", "webrtc",
+    return Served([sys.executable, "-m", "voxfleet.testing.devrunner", bot_ref, "-t", "webrtc",
                    "--host", "127.0.0.1", "--port", str(port)], env,
                   ready=r"(Uvicorn running on http://\S+)", url_from=f"http://127.0.0.1:{port}")
 

@@ -22,7 +22,7 @@ import numpy as np
 import websockets
 from twilio.request_validator import RequestValidator
 
-from voxfleet.clients.conversation import Pacer, converse
+from voxfleet.bench.conversation import Pacer, converse
 from voxfleet.transports.twilio_media import FRAME_BYTES, is_speech, pcm16_to_ulaw, ulaw_to_pcm16
 
 SILENCE = b"\xff" * FRAME_BYTES  # mu-law digital silence, 20 ms

@@ -17,7 +17,7 @@ import websockets
 from pipecat.frames.frames import InputAudioRawFrame, OutputAudioRawFrame
 from pipecat.serializers.protobuf import ProtobufFrameSerializer
 
-from voxfleet.clients.conversation import Pacer, converse
+from voxfleet.bench.conversation import Pacer, converse
 
 RATE = 16000
 FRAME = 320  # samples per 20 ms

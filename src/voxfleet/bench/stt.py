@@ -55,7 +55,7 @@ def _espeak(text: str) -> np.ndarray:
 
 
 def clips() -> list[tuple[str, str, np.ndarray]]:
-    from voxfleet.clients.speech import speak
+    from voxfleet.bench.speech import speak
 
     rng = np.random.default_rng(1)
     voices = [("piper", lambda t: speak(t, 16000).astype(np.float32) / 32768)]
@@ -74,9 +74,9 @@ def clips() -> list[tuple[str, str, np.ndarray]]:
 def run_stt_bench(threads: list[int]) -> dict[str, Any]:
     from faster_whisper import WhisperModel
 
+    from voxfleet.bench.ttfw import percentile
     from voxfleet.bots import models
     from voxfleet.bots.whisper_fast import ShortWindowWhisper
-    from voxfleet.clients.bench import percentile
 
     samples = clips()
     report: dict[str, Any] = {"utterances": len(samples), "results": []}

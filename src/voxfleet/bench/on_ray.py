@@ -1,6 +1,6 @@
 """``voxfleet bench ray``: warm and cold starts on Ray vs the local backend, in one command.
 
-It starts a real Ray cluster on this machine (``clients.ray_cluster``: a head on 127.0.0.2 and
+It starts a real Ray cluster on this machine (``testing.ray_cluster``: a head on 127.0.0.2 and
 bot nodes on 127.0.0.3 (eu) and 127.0.0.4 (us), token auth on), then for each backend a
 ``voxfleet serve`` of the model-free ``tone`` bot, once keeping one warm bot (``min_warm = 1``
 per region on Ray) and once keeping none, and runs N sequential WebRTC calls with the aiortc
@@ -20,11 +20,11 @@ from typing import Any
 
 import httpx
 
+from voxfleet.bench.ttfw import Served, percentile, pool_settled
+from voxfleet.bench.webrtc_client import WebRTCCaller
 from voxfleet.bots import tone
-from voxfleet.clients.bench import Served, percentile, pool_settled
-from voxfleet.clients.ray_cluster import BotNode, LocalRayCluster, _descendants
-from voxfleet.clients.webrtc_client import WebRTCCaller
 from voxfleet.runtime.local.node import pss_mb
+from voxfleet.testing.ray_cluster import BotNode, LocalRayCluster, _descendants
 from voxfleet.transports.ice import advertise_addresses
 
 TONE_BOT = Path(tone.__file__)
