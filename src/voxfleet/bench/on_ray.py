@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from voxfleet.bench.ttfw import Served, percentile, pool_settled
+from voxfleet.bench.harness import Served, percentile, pool_settled
 from voxfleet.bench.webrtc_client import WebRTCCaller
 from voxfleet.bots import tone
 from voxfleet.runtime.local.node import pss_mb

@@ -24,8 +24,8 @@ from typing import Any
 
 import httpx
 
+from voxfleet.bench.harness import Served, latency_table, percentile, pool_settled, shared_llm
 from voxfleet.bench.speech import speak
-from voxfleet.bench.ttfw import Served, latency_table, percentile, pool_settled, shared_llm
 from voxfleet.bench.twilio_caller import TwilioCaller, TwimlAnswer, sid
 from voxfleet.bots.llm_server import free_port
 

@@ -74,7 +74,7 @@ def clips() -> list[tuple[str, str, np.ndarray]]:
 def run_stt_bench(threads: list[int]) -> dict[str, Any]:
     from faster_whisper import WhisperModel
 
-    from voxfleet.bench.ttfw import percentile
+    from voxfleet.bench.harness import percentile
     from voxfleet.bots import models
     from voxfleet.bots.whisper_fast import ShortWindowWhisper
 

@@ -25,8 +25,9 @@ from typing import Any
 
 import httpx
 
+from voxfleet.bench.harness import (Served, dev_runner, one_session, percentile, pool_settled, served_peer_url,
+                                    shared_llm)
 from voxfleet.bench.speech import speak
-from voxfleet.bench.ttfw import Served, dev_runner, one_session, percentile, pool_settled, served_peer_url, shared_llm
 from voxfleet.observability.turns import STAGES
 from voxfleet.runtime.local.node import pss_mb
 from voxfleet.transports.ice import advertise_addresses
