@@ -20,11 +20,12 @@ from voxfleet.transports.ice import advertise_addresses
 pytestmark = pytest.mark.e2e
 
 TONE_BOT = Path(tone.__file__)
+FAULTY_TONE_BOT = Path(__file__).parent / "bots" / "faulty_tone.py"  # the tone bot, made to raise or hold memory
 
 
 def tone_server(tmp_path, env: dict[str, str] | None = None, **settings) -> Server:
     lines = [f"{k} = {v!r}".replace("'", '"') for k, v in settings.items()]
-    lines += ["[[agents]]", 'name = "tone"', f'bot = "{TONE_BOT}"', "min_warm = 0", 'pool_policy = "fixed"']
+    lines += ["[[agents]]", 'name = "tone"', f'bot = "{FAULTY_TONE_BOT}"', "min_warm = 0", 'pool_policy = "fixed"']
     config = tmp_path / "voxfleet.toml"
     config.write_text("\n".join(lines) + "\n")
     return Server(env={"VOXFLEET_CONFIG": str(config), **(env or {})})

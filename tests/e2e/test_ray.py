@@ -22,6 +22,7 @@ from voxfleet.transports.ice import advertise_addresses
 pytestmark = pytest.mark.e2e
 
 TONE_BOT = Path(tone.__file__)
+FAULTY_TONE_BOT = Path(__file__).parent / "bots" / "faulty_tone.py"  # the tone bot, made to raise or hold memory
 PLACEMENT_TIMEOUT_S = 4.0
 
 # Another Ray workload (not voxfleet) that holds CPU on one node: voxfleet's ledger does not
@@ -50,7 +51,7 @@ def ray_server(ray_cluster, tmp_path_factory):
     config = tmp_path_factory.mktemp("ray") / "voxfleet.toml"
     config.write_text("\n".join([
         "queue_max = 1", "queue_wait_s = 30.0", "offer_timeout_s = 120.0",
-        "[[agents]]", 'name = "tone"', f'bot = "{TONE_BOT}"', "min_warm = 1", 'pool_policy = "fixed"',
+        "[[agents]]", 'name = "tone"', f'bot = "{FAULTY_TONE_BOT}"', "min_warm = 1", 'pool_policy = "fixed"',
         "[[agents]]", 'name = "big"', f'bot = "{TONE_BOT}"', 'profile = "agent-3x"', "min_warm = 0",
         'pool_policy = "fixed"',
         "[[agents]]", 'name = "plain"', f'bot = "{TONE_BOT}"', "min_warm = 0", "warm_pct = 0", 'pool_policy = "fixed"',

@@ -9,17 +9,18 @@ import pytest
 
 from tests.conftest import Server, ray_env, wait_for
 from voxfleet.bench.webrtc_client import WebRTCCaller
-from voxfleet.bots import tone
 from voxfleet.transports.ice import advertise_addresses
 
 pytestmark = pytest.mark.e2e
+
+FAULTY_TONE_BOT = Path(__file__).parent / "bots" / "faulty_tone.py"  # the tone bot, made to raise or hold memory
 
 
 @pytest.fixture(scope="module", params=["local", "ray"])
 def tone_server(request):
     advertise_addresses(["127.0.0.1"])
     env = ray_env(request.getfixturevalue("ray_cluster")) if request.param == "ray" else {}
-    server = Server("--bot", str(Path(tone.__file__)), env={"VOXFLEET_OFFER_TIMEOUT_S": "2", **env})
+    server = Server("--bot", str(FAULTY_TONE_BOT), env={"VOXFLEET_OFFER_TIMEOUT_S": "2", **env})
     yield server
     server.stop()
 
@@ -33,7 +34,7 @@ def ended(server: Server, session_id: str) -> dict:
 def test_agents_lists_the_user_bot(tone_server):
     with tone_server.client() as http:
         agents = http.get("/v1/agents").json()["agents"]
-    assert [a["name"] for a in agents] == ["tone"]
+    assert [a["name"] for a in agents] == ["faulty-tone"]  # from the file's stem
 
 
 async def test_user_bot_answers_and_hang_up_is_recorded(tone_server):

@@ -20,6 +20,8 @@ from voxfleet.webhooks.signing import new_secret
 
 pytestmark = pytest.mark.e2e
 
+FAULTY_TONE_BOT = Path(__file__).parent / "bots" / "faulty_tone.py"  # the tone bot, made to raise or hold memory
+
 
 class Receiver:
     """A plain HTTP server on a fixed loopback port that can be brought up late."""
@@ -64,7 +66,7 @@ async def test_webhooks_survive_receiver_outage_and_restart(tmp_path):
     config.write_text(f'[[agents]]\nname = "tone"\nbot = "{Path(tone.__file__)}"\nmin_warm = 0\n'
                       f'pool_policy = "fixed"\nwebhook_url = "http://127.0.0.1:{port}/hooks"\n'
                       f'webhook_secret = "{secret}"\n[[agents]]\nname = "failing"\n'
-                      f'bot = "{Path(tone.__file__)}"\nmin_warm = 0\npool_policy = "fixed"\n'
+                      f'bot = "{FAULTY_TONE_BOT}"\nmin_warm = 0\npool_policy = "fixed"\n'
                       f'webhook_url = "http://127.0.0.1:{port}/hooks"\nwebhook_secret = "{secret}"\n')
     receiver = Receiver(port)
     first = Server(env={"VOXFLEET_CONFIG": str(config)})
