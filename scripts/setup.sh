@@ -3,7 +3,8 @@
 # apt packages, a virtualenv in .venv, llama-cpp-python built once into a wheel cache,
 # the Python package with its pinned dependencies, and the website bundle from npm.
 #   scripts/setup.sh          # what `voxfleet serve` needs
-#   scripts/setup.sh --test   # plus what the test suite needs (chromium, espeak-ng, sox, pytest)
+#   scripts/setup.sh --test   # plus what the test suite and the benchmarks need (chromium, espeak-ng,
+#                             # sox, pytest; the test extra pulls in the ray and plots extras too)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD

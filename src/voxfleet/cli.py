@@ -11,6 +11,7 @@ from pathlib import Path
 
 from voxfleet.config import AgentSpec, load_settings
 from voxfleet.exceptions import ConfigError
+from voxfleet.extras import require_extra
 
 
 def _settings_from(args: argparse.Namespace):
@@ -38,6 +39,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from voxfleet.observability.logs import configure_logging
 
     settings = _settings_from(args)
+    if settings.backend == "ray":
+        require_extra("ray", 'backend = "ray"')
     configure_logging(settings.log_level, process="control", log_format=settings.log_format)
     try:
         asyncio.run(serve(settings, announce=lambda line: print(line, flush=True)))

@@ -6,6 +6,7 @@ only place that maps them to HTTP status codes.
 
     VoxfleetError
     ├── ConfigError                  bad settings / agent definition (at start)
+    │   └── ExtraNotInstalled        a feature needs an optional extra (voxfleet[ray], voxfleet[plots])
     ├── InvalidRequest               a request field has a bad value            -> 400
     ├── RequestTooLarge              body over the configured limit              -> 413
     ├── Unauthorized                 no API key, or not a live key of ours       -> 401
@@ -57,6 +58,18 @@ class VoxfleetError(Exception):
 
 class ConfigError(VoxfleetError):
     code = "CONFIG_ERROR"
+
+
+class ExtraNotInstalled(ConfigError):
+    """`feature` needs `module`, which comes with the optional extra ``voxfleet[extra]``."""
+
+    def __init__(self, feature: str, module: str, extra: str) -> None:
+        super().__init__()
+        self.feature, self.module, self.extra = feature, module, extra
+
+    def __str__(self) -> str:
+        return (f"{self.feature} needs {self.module}, which is not installed: install the {self.extra!r} extra "
+                f"(pip install 'voxfleet[{self.extra}]'; from a clone: pip install -e '.[{self.extra}]')")
 
 
 class NamesField:

@@ -23,6 +23,7 @@ import httpx
 from voxfleet.bench.harness import Served, percentile, pool_settled
 from voxfleet.bench.webrtc_client import WebRTCCaller
 from voxfleet.bots import tone
+from voxfleet.extras import require_extra
 from voxfleet.runtime.local.node import pss_mb
 from voxfleet.testing.ray_cluster import BotNode, LocalRayCluster, _descendants
 from voxfleet.transports.ice import advertise_addresses
@@ -90,6 +91,7 @@ def _tree_pss(node: Any) -> float:
 
 
 async def run_ray_bench(sessions: int) -> dict[str, Any]:
+    require_extra("ray", "voxfleet bench ray")  # before the local series, not minutes into the run
     advertise_addresses(["127.0.0.1"])
     report: dict[str, Any] = {"local": {"warm": await series(sessions, 1, None),
                                         "cold": await series(sessions, 0, None)}}

@@ -14,6 +14,8 @@ import logging
 import sys
 import time
 
+from voxfleet.exceptions import ExtraNotInstalled
+from voxfleet.extras import require_extra
 from voxfleet.sim.policies import POLICY_NAMES, PolicySettings
 from voxfleet.sim.report import compare, format_report, plot, to_json
 from voxfleet.sim.traces import TRACE_KINDS, SessionLengths, Trace, build_trace, replay_trace
@@ -134,7 +136,9 @@ def run_simulate(args: argparse.Namespace) -> int:
     try:
         settings = settings_from(args)
         traces = traces_from(args)
-    except (ValueError, OSError) as exc:
+        if args.plot:
+            require_extra("plots", "--plot")  # before the simulation, not after it
+    except (ValueError, OSError, ExtraNotInstalled) as exc:
         print(f"voxfleet simulate: {exc}", file=sys.stderr)
         return 2
     started = time.perf_counter()

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from voxfleet.extras import require_extra
 from voxfleet.sim.engine import RunResult, simulate
 from voxfleet.sim.policies import POLICY_NAMES, PolicySettings, build_policy
 from voxfleet.sim.traces import Trace
@@ -138,6 +139,7 @@ def format_report(comparison: Comparison, settings: PolicySettings, *, seed: int
 def plot(comparison: Comparison, path: str) -> None:
     """Demand (active sessions) and each policy's pool (warm + warming) over time, one panel
     per trace, to a PNG. Needs runs made with ``timeline_step_s``."""
+    require_extra("plots", "plotting a simulation")
     # The Agg canvas directly, not pyplot: no global backend switch, no GUI, nothing left open.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from voxfleet.extras import require_extra
+
 MiB = 1024 * 1024
 # Node deaths are noticed in ~3 s rather than Ray's default ~15 s (period 3 s x 5 misses).
 FAST_HEALTH_CHECK = {"health_check_period_ms": 1000, "health_check_failure_threshold": 3}
@@ -54,6 +56,7 @@ class LocalRayCluster:
                 "PYTHONPATH": path}
 
     def start(self) -> "LocalRayCluster":
+        require_extra("ray", "a local Ray cluster")
         token = Path(self.token_dir) / "auth_token"
         token.write_text(secrets.token_hex(32))
         token.chmod(0o600)
