@@ -17,6 +17,8 @@ only place that maps them to HTTP status codes.
     ├── SessionConflict              operation not valid in the session's state  -> 409
     ├── NotReady                     nothing can serve a session yet (or draining) -> 503
     ├── AtCapacity                   no capacity and the queue is full / wait over -> 429
+    │   └── ClientLimited            one client over its rate, its sessions not yet
+    │                                connected, or its share of capacity or queue  -> 429
     ├── Unplaceable                  no node could ever run it (region, size), or the
     │                                cluster did not place it within the bound     -> 422
     ├── BotError                     the bot process failed us                   -> 502
@@ -166,6 +168,17 @@ class AtCapacity(VoxfleetError):
     def __init__(self, detail: str, retry_after_s: int) -> None:
         self.retry_after_s = retry_after_s
         super().__init__(detail)
+
+
+class ClientLimited(AtCapacity):
+    """One client (an API key, else a source address) is over a per-client bound; others are
+    still served. ``code`` names the bound: RATE_LIMITED, TOO_MANY_PENDING or CLIENT_SHARE."""
+
+    code = "CLIENT_LIMITED"
+
+    def __init__(self, detail: str, retry_after_s: int, code: str) -> None:
+        super().__init__(detail, retry_after_s)
+        self.code = code
 
 
 class Unplaceable(VoxfleetError):

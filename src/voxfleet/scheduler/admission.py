@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from voxfleet.exceptions import AgentNotFound, AtCapacity, NotReady, Unplaceable
+from voxfleet.exceptions import AgentNotFound, AtCapacity, ClientLimited, NotReady, Unplaceable
 from voxfleet.scheduler.capacity import Profile
 from voxfleet.scheduler.forecast import ArrivalForecaster
 from voxfleet.scheduler.placement import ClusterLedger, Node, choose_start
@@ -127,6 +127,7 @@ class Session:
     body: Any = None
     bot_id: str | None = None  # None while queued
     region: str | None = None
+    client: str | None = None  # who asked (an API key, else a source address); None: not bounded
 
 
 @dataclass
@@ -200,12 +201,16 @@ class Admission:
 
     def __init__(self, pools: Iterable[AgentPool], ledger: ClusterLedger, *, queue_max: int,
                  queue_wait_s: float, refill_concurrency: int | None = 1,
-                 new_id: Callable[[], str] = lambda: uuid.uuid4().hex, audit: bool = True) -> None:
+                 client_share: float = 1.0, new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+                 audit: bool = True) -> None:
+        if not 0.0 < client_share <= 1.0:
+            raise ValueError(f"client_share must be in (0, 1] (got {client_share!r})")
         self.pools = {p.name: p for p in pools}
         self.ledger = ledger
         self.queue = AdmissionQueue(queue_max)
         self.queue_wait_s = queue_wait_s
         self.refill_concurrency = refill_concurrency
+        self.client_share = client_share  # most of an agent's capacity, and of the queue, one client holds
         self.new_id = new_id
         self.audit = audit  # check the whole ledger after every release (off in long simulations)
         self.sessions: dict[str, Session] = {}
@@ -232,9 +237,10 @@ class Admission:
 
     # -- events -----------------------------------------------------------------------------------
     def start_requested(self, session_id: str, agent: str, body: Any, region: str | None,
-                        now: float) -> list[Command]:
+                        now: float, client: str | None = None) -> list[Command]:
         """A session asks to start. Raises AgentNotFound, NotReady (draining) or Unplaceable;
-        otherwise the session is admitted (Launch/Assign), queued (Enqueue) or rejected (Reject)."""
+        otherwise the session is admitted (Launch/Assign), queued (Enqueue) or rejected (Reject:
+        no room in the queue, or ``client`` already holds its share of capacity or queue)."""
         if agent not in self.pools:
             raise AgentNotFound(agent, list(self.pools))
         if not self.accepting:
@@ -243,11 +249,20 @@ class Admission:
         preference = self._placeable(pool, region)
         pool.forecaster.observe(now)
         pool.policy.on_arrival(now)
-        session = Session(session_id, agent, preference, body)
+        over = self._over_share(pool, client)
+        if over is not None:
+            return [Reject(session_id, ClientLimited(over, retry_after_s=self.retry_after(), code="CLIENT_SHARE"))]
+        session = Session(session_id, agent, preference, body, client=client)
         self.sessions[session_id] = session
         commands: list[Command] = []
         if self._admit(session, commands):
             return commands + self._rebalance(now)  # it may have taken a warm bot: refill now
+        queued = sum(1 for s in self.sessions.values() if s.client == client and s.bot_id is None) - 1
+        if client is not None and queued >= self.share_of(self.queue.max_length):
+            del self.sessions[session_id]
+            return commands + [Reject(session_id, ClientLimited(
+                f"client {client} already has {queued} session(s) waiting, its share of the queue "
+                f"({self.client_share:.0%} of {self.queue.max_length})", self.retry_after(), "CLIENT_SHARE"))]
         position = self.queue.push(session_id, agent)
         if position is None:
             del self.sessions[session_id]
@@ -352,6 +367,21 @@ class Admission:
         return commands
 
     # -- internals ------------------------------------------------------------------------------
+    def share_of(self, total: int) -> int:
+        """The most of ``total`` one client may hold: ``client_share`` of it, at least one."""
+        return max(1, int(total * self.client_share + 1e-9))
+
+    def _over_share(self, pool: AgentPool, client: str | None) -> str | None:
+        """Why ``client`` may not start another session of ``pool`` (None: it may)."""
+        if client is None or self.client_share >= 1.0:
+            return None
+        room = min(pool.max_bots, self.ledger.how_many_fit_empty(pool.profile.resources))
+        held = sum(1 for s in self.sessions.values() if s.client == client and s.agent == pool.name and s.bot_id)
+        if held < self.share_of(room):
+            return None
+        return (f"client {client} already holds {held} session(s) of agent {pool.name}, its share of capacity "
+                f"({self.client_share:.0%} of {room})")
+
     def _placeable(self, pool: AgentPool, region: str | None) -> list[str]:
         """The regions a session may run in, nearest first; Unplaceable if no node there could
         ever hold the agent's profile (answered now rather than queued forever)."""

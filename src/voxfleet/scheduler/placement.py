@@ -159,6 +159,10 @@ class ClusterLedger:
                 total += self.ledgers[node_id].how_many_fit(amount)
         return total
 
+    def how_many_fit_empty(self, amount: Resources) -> int:
+        """How many reservations of `amount` all nodes together hold when empty."""
+        return sum(CapacityLedger(n.capacity).how_many_fit(amount) for n in self.nodes.values())
+
     def could_ever_fit(self, amount: Resources, regions: Iterable[str]) -> bool:
         """True if some node of `regions` is big enough for `amount` when empty."""
         wanted = set(regions)

@@ -139,6 +139,28 @@ def test_drain_expires_the_queue_and_stops_idle_bots():
     assert set(core.sessions) == {"s2"}
 
 
+def test_one_client_holds_at_most_its_share_of_capacity_and_of_the_queue():
+    ids = count(1)
+    ledger = ClusterLedger([node("n", "eu", 4)])
+    pool = AgentPool("a", Profile("a", SLOT), PercentagePool(WarmPoolPolicy(min_warm=0)), max_bots=10)
+    core = Admission([pool], ledger, queue_max=4, queue_wait_s=30.0, client_share=0.5,
+                     new_id=lambda: f"bot{next(ids)}")
+    assert isinstance(core.start_requested("s1", "a", None, None, 0.0, client="flood")[0], Launch)
+    assert isinstance(core.start_requested("s2", "a", None, None, 0.0, client="flood")[0], Launch)
+    [reject] = core.start_requested("s3", "a", None, None, 0.0, client="flood")
+    assert reject.error.code == "CLIENT_SHARE" and "2 session(s)" in str(reject.error)
+    # another client still gets a bot, and fills capacity
+    assert isinstance(core.start_requested("s4", "a", None, None, 0.0, client="caller")[0], Launch)
+    assert isinstance(core.start_requested("s5", "a", None, None, 0.0, client="other")[0], Launch)
+    assert core.start_requested("s6", "a", None, None, 0.0, client="other") == [Enqueue("s6", 1)]
+    assert core.start_requested("s7", "a", None, None, 0.0, client="third") == [Enqueue("s7", 2)]
+    assert core.start_requested("s8", "a", None, None, 0.0, client="third") == [Enqueue("s8", 3)]
+    [reject] = core.start_requested("s9", "a", None, None, 0.0, client="third")  # 2 of 4 queued is its share
+    assert reject.error.code == "CLIENT_SHARE" and "queue" in str(reject.error)
+    with pytest.raises(ValueError):
+        Admission([pool], ledger, queue_max=1, queue_wait_s=1.0, client_share=0.0)
+
+
 # -- random event sequences ------------------------------------------------------------------
 
 class World:
