@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 import time
 
 import pytest
@@ -92,3 +93,21 @@ def test_bad_database_urls_are_named():
         normalise("::::")
     assert normalise("postgresql://u@h/db").startswith("postgresql+asyncpg://")
     assert normalise("sqlite:///x.db") == "sqlite+aiosqlite:///x.db"
+
+
+async def test_a_sqlite_database_is_created_private(tmp_path):
+    """The database holds transcripts and key hashes: its file is 0600, a directory created for
+    it 0700; an existing directory keeps the mode its operator gave it."""
+    path = tmp_path / "new-dir" / "voxfleet.db"
+    store = Store(f"sqlite:///{path}")
+    await store.migrate()
+    await store.close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    loose = tmp_path / "loose.db"
+    loose.touch(mode=0o644)
+    loose.chmod(0o644)
+    tmp_path.chmod(0o755)
+    await Store(f"sqlite:///{loose}").close()
+    assert stat.S_IMODE(loose.stat().st_mode) == 0o600
+    assert stat.S_IMODE(tmp_path.stat().st_mode) == 0o755

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import hmac
 import secrets
 import time
@@ -42,13 +43,27 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def private_file(path: Path) -> None:
+    """Make the database file private to its owner: a directory voxfleet creates for it is 0700
+    (an existing one is left as the operator made it), the file is created 0600 and an existing
+    file of ours is narrowed to 0600 (SQLite gives its journal files the same mode)."""
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        if os.fstat(fd).st_uid == os.getuid():
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
 class Store:
     def __init__(self, url: str) -> None:
         self.url = database_url(url)
         if self.url.startswith("sqlite"):
             path = make_url(self.url).database
             if path and path != ":memory:":
-                Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+                private_file(Path(path).expanduser())
         self.engine: AsyncEngine = create_async_engine(self.url)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
