@@ -1,6 +1,6 @@
 """What running on a VM needs from the control plane: HTTPS and proxy options for uvicorn, the
-ICE servers of each session (TURN credentials minted per session), a start-up check of the
-TURN servers, a liveness route, and the readiness notice to systemd. See docs/deploy.md.
+ICE servers of each session (TURN credentials minted per session) and a start-up check of the
+TURN servers (the liveness route is in ``control/ops.py``). See docs/deploy.md.
 """
 
 from __future__ import annotations
@@ -9,8 +9,6 @@ import asyncio
 import logging
 import time
 from typing import Any
-
-from fastapi import APIRouter
 
 from voxfleet.config import Settings
 from voxfleet.exceptions import TurnCheckFailed
@@ -65,15 +63,3 @@ async def check_turn_servers(ice: SessionIceServers, timeout: float = 5.0) -> li
             log.info("TURN server %s:%d (%s): allocation ok, relayed address %s:%d",
                      url.host, url.port, url.transport, *result)
     return failures
-
-
-def ops_router() -> APIRouter:
-    router = APIRouter(tags=["ops"])
-
-    @router.get("/livez")
-    async def livez() -> dict[str, str]:
-        """Liveness: 200 whenever the process answers at all (starting, ready or draining).
-        Readiness (may this instance take sessions) is /healthz."""
-        return {"status": "alive"}
-
-    return router

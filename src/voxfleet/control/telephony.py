@@ -27,6 +27,7 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
 from voxfleet.config import Settings
+from voxfleet.control.state import AppState, State
 from voxfleet.control.streams import GenericFrameCheck, RelayEnd, receive_frame, reject, relay, without_token
 from voxfleet.exceptions import (
     AtCapacity,
@@ -40,7 +41,6 @@ from voxfleet.exceptions import (
     Unplaceable,
     VoxfleetError,
 )
-from voxfleet.scheduler.service import SessionService
 from voxfleet.scheduler.sessions import ENDED, QUEUED
 from voxfleet.transports.stream_tokens import StreamTokens
 from voxfleet.transports.twilio_media import TwilioStreamCheck
@@ -71,187 +71,203 @@ def twiml(response: VoiceResponse) -> Response:
     return Response(str(response), media_type="application/xml")
 
 
-def telephony_router(settings: Settings, service: SessionService, tokens: StreamTokens) -> APIRouter:
-    router = APIRouter(tags=["telephony"])
+router = APIRouter(tags=["telephony"])
+
+
+def max_hold_attempts(settings: Settings) -> int:
+    """How many times a held caller is redirected back before being told goodbye."""
+    return max(1, int(settings.queue_wait_s // settings.telephony.hold_check_s))
+
+
+def verify_signature(settings: Settings, request: Request, params: dict[str, str]) -> None:
+    if not settings.twilio_auth_token:
+        raise TelephonySignatureInvalid("Twilio webhooks are refused: TWILIO_AUTH_TOKEN is not configured")
+    signature = request.headers.get("X-Twilio-Signature")
+    if not signature:
+        raise TelephonySignatureInvalid("X-Twilio-Signature header missing")
+    url = base_url(settings, request) + request.url.path
+    if request.url.query:
+        url += "?" + request.url.query
+    if not RequestValidator(settings.twilio_auth_token).validate(url, params, signature):
+        raise TelephonySignatureInvalid(f"X-Twilio-Signature does not match this request to {url} "
+                                        "(wrong TWILIO_AUTH_TOKEN, or public_url is not the URL Twilio calls)")
+
+
+def connect_stream(state: AppState, request: Request, session_id: str) -> Response:
+    response = VoiceResponse()
+    connect = Connect()
+    stream = connect.stream(url=ws_base(base_url(state.settings, request)) + TWILIO_STREAM_PATH)
+    stream.parameter(name="session", value=session_id)
+    stream.parameter(name="token", value=state.tokens.mint(session_id))
+    response.append(connect)
+    return twiml(response)
+
+
+def hold(settings: Settings, request: Request, agent: str, *, say: bool, query: str) -> Response:
     tel = settings.telephony
-    max_attempts = max(1, int(settings.queue_wait_s // tel.hold_check_s))
+    response = VoiceResponse()
+    if say:
+        response.say(tel.busy_message)
+    response.pause(length=tel.hold_check_s)
+    response.redirect(f"{base_url(settings, request)}/v1/telephony/twilio/{agent}?{query}", method="POST")
+    return twiml(response)
 
-    def verify_signature(request: Request, params: dict[str, str]) -> None:
-        if not settings.twilio_auth_token:
-            raise TelephonySignatureInvalid("Twilio webhooks are refused: TWILIO_AUTH_TOKEN is not configured")
-        signature = request.headers.get("X-Twilio-Signature")
-        if not signature:
-            raise TelephonySignatureInvalid("X-Twilio-Signature header missing")
-        url = base_url(settings, request) + request.url.path
-        if request.url.query:
-            url += "?" + request.url.query
-        if not RequestValidator(settings.twilio_auth_token).validate(url, params, signature):
-            raise TelephonySignatureInvalid(f"X-Twilio-Signature does not match this request to {url} "
-                                            "(wrong TWILIO_AUTH_TOKEN, or public_url is not the URL Twilio calls)")
 
-    def connect_stream(request: Request, session_id: str) -> Response:
-        response = VoiceResponse()
-        connect = Connect()
-        stream = connect.stream(url=ws_base(base_url(settings, request)) + TWILIO_STREAM_PATH)
-        stream.parameter(name="session", value=session_id)
-        stream.parameter(name="token", value=tokens.mint(session_id))
-        response.append(connect)
-        return twiml(response)
+def goodbye(message: str) -> Response:
+    response = VoiceResponse()
+    response.say(message)
+    response.hangup()
+    return twiml(response)
 
-    def hold(request: Request, agent: str, *, say: bool, query: str) -> Response:
-        response = VoiceResponse()
-        if say:
-            response.say(tel.busy_message)
-        response.pause(length=tel.hold_check_s)
-        response.redirect(f"{base_url(settings, request)}/v1/telephony/twilio/{agent}?{query}", method="POST")
-        return twiml(response)
 
-    def goodbye(message: str) -> Response:
-        response = VoiceResponse()
-        response.say(message)
-        response.hangup()
-        return twiml(response)
+@router.post("/v1/telephony/twilio/{agent}")
+async def twilio_voice(agent: str, request: Request, state: State) -> Response:
+    """Twilio's voice webhook (form-encoded, signed): answer a call with a media stream to a bot."""
+    settings, service, tel = state.settings, state.service, state.settings.telephony
+    params = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+    verify_signature(settings, request, params)
+    call_sid = params.get("CallSid")
+    if not call_sid:
+        raise InvalidRequest("CallSid", call_sid, "required: Twilio sends it with every call")
+    held = request.query_params.get("session")
+    if held:
+        return await check_held(state, request, agent, held)
+    attempt = request.query_params.get("attempt", "0")
+    if not attempt.isdigit():
+        raise InvalidRequest("attempt", attempt, "must be a whole number")
+    attempt = int(attempt)
+    # a number's webhook URL may pick the region its calls run in: ...?region=eu
+    region = request.query_params.get("region") or None
+    keep = f"&region={quote(region)}" if region else ""
+    call = {k: params[k] for k in ("CallSid", "AccountSid", "From", "To", "Direction") if k in params}
+    try:
+        record = await service.start_session(agent, {"call": call}, transport="twilio", region=region)
+    except Unplaceable as exc:  # no node could ever take it: a misconfigured number, not busy
+        log.error("call %s for %s: %s", call_sid, agent, exc)
+        return goodbye(tel.goodbye_message)
+    except (AtCapacity, NotReady) as exc:
+        log.warning("call %s for %s: %s", call_sid, agent, exc)
+        if tel.when_busy == "hold" and attempt < max_hold_attempts(settings):
+            return hold(settings, request, agent, say=attempt == 0, query=f"attempt={attempt + 1}{keep}")
+        return goodbye(tel.goodbye_message if attempt else f"{tel.busy_message.split('.')[0]}. {tel.goodbye_message}")
+    if record.state != QUEUED:
+        return connect_stream(state, request, record.session_id)
+    if tel.when_busy == "hangup":
+        await service.hang_up(record.session_id, "busy")
+        return goodbye(f"{tel.busy_message.split('.')[0]}. {tel.goodbye_message}")
+    return hold(settings, request, agent, say=True, query=f"session={record.session_id}{keep}")
 
-    @router.post("/v1/telephony/twilio/{agent}")
-    async def twilio_voice(agent: str, request: Request) -> Response:
-        """Twilio's voice webhook (form-encoded, signed): answer a call with a media stream to a bot."""
-        params = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
-        verify_signature(request, params)
-        call_sid = params.get("CallSid")
-        if not call_sid:
-            raise InvalidRequest("CallSid", call_sid, "required: Twilio sends it with every call")
-        held = request.query_params.get("session")
-        if held:
-            return await check_held(request, agent, held)
-        attempt = request.query_params.get("attempt", "0")
-        if not attempt.isdigit():
-            raise InvalidRequest("attempt", attempt, "must be a whole number")
-        attempt = int(attempt)
-        # a number's webhook URL may pick the region its calls run in: ...?region=eu
-        region = request.query_params.get("region") or None
-        keep = f"&region={quote(region)}" if region else ""
-        call = {k: params[k] for k in ("CallSid", "AccountSid", "From", "To", "Direction") if k in params}
+
+async def check_held(state: AppState, request: Request, agent: str, session_id: str) -> Response:
+    tel = state.settings.telephony
+    try:
+        record = state.service.get(session_id)
+    except SessionNotFound:
+        return goodbye(tel.goodbye_message)
+    if record.state == QUEUED:
+        return hold(state.settings, request, agent, say=False, query=request.url.query)
+    if record.state == ENDED:
+        return goodbye(tel.goodbye_message)
+    return connect_stream(state, request, session_id)
+
+
+@router.websocket(TWILIO_STREAM_PATH)
+async def twilio_stream(websocket: WebSocket, state: State) -> None:
+    """Twilio's media stream for a call answered above."""
+    await websocket.accept()
+    check = TwilioStreamCheck()
+    try:
+        connected, start = await twilio_handshake(websocket, check)
+        params = check.started.get("customParameters", {})
+        session_id = state.tokens.consume(params.get("token"))
+        if params.get("session") != session_id:
+            raise StreamTokenInvalid("stream token is for another session")
+    except StreamRejected as exc:
+        await reject(websocket, exc)
+        return
+    await run_stream(state, websocket, session_id, check, "twilio", [connected, without_token(start)],
+                     call_sid=check.started["callSid"])
+
+
+async def twilio_handshake(websocket: WebSocket, check: TwilioStreamCheck) -> tuple[str, str]:
+    """The stream's ``connected`` and ``start`` messages. Pipecat's parser reads two messages,
+    so a stream that opens with ``start`` gets the documented ``connected`` put before it."""
+    frames: list[str] = []
+    while check.started is None:
         try:
-            record = await service.start_session(agent, {"call": call}, transport="twilio", region=region)
-        except Unplaceable as exc:  # no node could ever take it: a misconfigured number, not busy
-            log.error("call %s for %s: %s", call_sid, agent, exc)
-            return goodbye(tel.goodbye_message)
-        except (AtCapacity, NotReady) as exc:
-            log.warning("call %s for %s: %s", call_sid, agent, exc)
-            if tel.when_busy == "hold" and attempt < max_attempts:
-                return hold(request, agent, say=attempt == 0, query=f"attempt={attempt + 1}{keep}")
-            return goodbye(tel.goodbye_message if attempt else f"{tel.busy_message.split('.')[0]}. {tel.goodbye_message}")
-        if record.state != QUEUED:
-            return connect_stream(request, record.session_id)
-        if tel.when_busy == "hangup":
-            await service.hang_up(record.session_id, "busy")
-            return goodbye(f"{tel.busy_message.split('.')[0]}. {tel.goodbye_message}")
-        return hold(request, agent, say=True, query=f"session={record.session_id}{keep}")
+            frame = await receive_frame(websocket, HANDSHAKE_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            raise StreamProtocolError("start", None, f"no start event within {HANDSHAKE_TIMEOUT_S:.0f}s") from None
+        if frame is None:
+            raise StreamProtocolError("start", None, "the socket closed before the start event")
+        check.check(frame)
+        frames.append(frame)  # type: ignore[arg-type]  # check() refuses binary frames
+    connected = frames[0] if len(frames) == 2 else '{"event": "connected", "protocol": "Call", "version": "1.0.0"}'
+    return connected, frames[-1]
 
-    async def check_held(request: Request, agent: str, session_id: str) -> Response:
-        try:
-            record = service.get(session_id)
-        except SessionNotFound:
-            return goodbye(tel.goodbye_message)
-        if record.state == QUEUED:
-            return hold(request, agent, say=False, query=request.url.query)
-        if record.state == ENDED:
-            return goodbye(tel.goodbye_message)
-        return connect_stream(request, session_id)
 
-    @router.websocket(TWILIO_STREAM_PATH)
-    async def twilio_stream(websocket: WebSocket) -> None:
-        """Twilio's media stream for a call answered above."""
-        await websocket.accept()
-        check = TwilioStreamCheck()
-        try:
-            connected, start = await twilio_handshake(websocket, check)
-            params = check.started.get("customParameters", {})
-            session_id = tokens.consume(params.get("token"))
-            if params.get("session") != session_id:
-                raise StreamTokenInvalid("stream token is for another session")
-        except StreamRejected as exc:
-            await reject(websocket, exc)
-            return
-        await run_stream(websocket, session_id, check, "twilio", [connected, without_token(start)],
-                         call_sid=check.started["callSid"])
+@router.websocket(WS_PATH)
+@router.websocket(WS_PATH + "/{path_token}")
+async def generic_stream(websocket: WebSocket, state: State, path_token: str | None = None) -> None:
+    """A generic Pipecat WebSocket client (protobuf frames) for a session started with
+    {"transport": "websocket"}; token from the path, ?token= or Authorization: Bearer."""
+    token = path_token or websocket.query_params.get("token")
+    bearer = websocket.headers.get("authorization", "")
+    if not token and bearer.lower().startswith("bearer "):
+        token = bearer[7:].strip()
+    try:
+        session_id = state.tokens.consume(token)
+    except StreamRejected as exc:
+        await reject(websocket, exc)
+        return
+    await websocket.accept()
+    await run_stream(state, websocket, session_id, GenericFrameCheck(), "websocket", [])
 
-    async def twilio_handshake(websocket: WebSocket, check: TwilioStreamCheck) -> tuple[str, str]:
-        """The stream's ``connected`` and ``start`` messages. Pipecat's parser reads two messages,
-        so a stream that opens with ``start`` gets the documented ``connected`` put before it."""
-        frames: list[str] = []
-        while check.started is None:
-            try:
-                frame = await receive_frame(websocket, HANDSHAKE_TIMEOUT_S)
-            except asyncio.TimeoutError:
-                raise StreamProtocolError("start", None, f"no start event within {HANDSHAKE_TIMEOUT_S:.0f}s") from None
-            if frame is None:
-                raise StreamProtocolError("start", None, "the socket closed before the start event")
-            check.check(frame)
-            frames.append(frame)  # type: ignore[arg-type]  # check() refuses binary frames
-        connected = frames[0] if len(frames) == 2 else '{"event": "connected", "protocol": "Call", "version": "1.0.0"}'
-        return connected, frames[-1]
 
-    @router.websocket(WS_PATH)
-    @router.websocket(WS_PATH + "/{path_token}")
-    async def generic_stream(websocket: WebSocket, path_token: str | None = None) -> None:
-        """A generic Pipecat WebSocket client (protobuf frames) for a session started with
-        {"transport": "websocket"}; token from the path, ?token= or Authorization: Bearer."""
-        token = path_token or websocket.query_params.get("token")
-        bearer = websocket.headers.get("authorization", "")
-        if not token and bearer.lower().startswith("bearer "):
-            token = bearer[7:].strip()
-        try:
-            session_id = tokens.consume(token)
-        except StreamRejected as exc:
-            await reject(websocket, exc)
-            return
-        await websocket.accept()
-        await run_stream(websocket, session_id, GenericFrameCheck(), "websocket", [])
+async def run_stream(state: AppState, websocket: WebSocket, session_id: str,
+                     check: TwilioStreamCheck | GenericFrameCheck, transport: str, first_frames: list[str],
+                     call_sid: str | None = None) -> None:
+    service = state.service
+    request: dict[str, Any] = {
+        "transport": transport, "path": websocket.url.path,
+        "headers": [(k, v) for k, v in websocket.headers.items() if k.lower() != "authorization"],
+        "client": list(websocket.client) if websocket.client else None,
+        "scheme": websocket.url.scheme,
+    }
+    try:
+        record = service.get(session_id)
+        stream = await service.open_stream(session_id, request)
+    except VoxfleetError as exc:
+        await reject(websocket, exc if isinstance(exc, StreamRejected) else StreamRejected(str(exc)))
+        return
+    if transport == "twilio":
+        record.stream_started_at = time.time()
+        record.mark("stream_start", record.stream_started_at)
+    for frame in first_frames:
+        stream.send(frame)
 
-    async def run_stream(websocket: WebSocket, session_id: str, check: TwilioStreamCheck | GenericFrameCheck,
-                         transport: str, first_frames: list[str], call_sid: str | None = None) -> None:
-        request: dict[str, Any] = {
-            "transport": transport, "path": websocket.url.path,
-            "headers": [(k, v) for k, v in websocket.headers.items() if k.lower() != "authorization"],
-            "client": list(websocket.client) if websocket.client else None,
-            "scheme": websocket.url.scheme,
-        }
-        try:
-            record = service.get(session_id)
-            stream = await service.open_stream(session_id, request)
-        except VoxfleetError as exc:
-            await reject(websocket, exc if isinstance(exc, StreamRejected) else StreamRejected(str(exc)))
-            return
-        if transport == "twilio":
-            record.stream_started_at = time.time()
-            record.mark("stream_start", record.stream_started_at)
-        for frame in first_frames:
-            stream.send(frame)
+    def first_audio(at: float) -> None:
+        record.first_audio_at = at
+        record.mark("first_audio", at)
 
-        def first_audio(at: float) -> None:
-            record.first_audio_at = at
-            record.mark("first_audio", at)
+    end: RelayEnd = await relay(websocket, stream, check, idle_timeout=state.settings.idle_timeout_s,
+                                on_first_audio=first_audio if transport == "twilio" else None)
+    log.info("session %s: media stream ended: %s (%s)", session_id, end.reason, end.detail)
+    if end.reason in ("protocol_error", "idle_timeout"):
+        await service.hang_up(session_id, end.reason)
+    elif end.by_bot and call_sid:
+        await hang_up_call(state.settings, call_sid)
 
-        end: RelayEnd = await relay(websocket, stream, check, idle_timeout=settings.idle_timeout_s,
-                                    on_first_audio=first_audio if transport == "twilio" else None)
-        log.info("session %s: media stream ended: %s (%s)", session_id, end.reason, end.detail)
-        if end.reason in ("protocol_error", "idle_timeout"):
-            await service.hang_up(session_id, end.reason)
-        elif end.by_bot and call_sid:
-            await hang_up_call(call_sid)
 
-    async def hang_up_call(call_sid: str) -> None:
-        """The bot ended the call: end it at Twilio too (when credentials are configured)."""
-        if not (settings.twilio_account_sid and settings.twilio_auth_token):
-            return
-        try:
-            await asyncio.to_thread(_complete_call, settings, call_sid)
-            log.info("call %s: hung up through Twilio's REST API", call_sid)
-        except Exception as exc:  # noqa: BLE001 - the call ends anyway when its stream closes
-            log.warning("call %s: REST hang-up failed: %s", call_sid, exc)
-
-    return router
+async def hang_up_call(settings: Settings, call_sid: str) -> None:
+    """The bot ended the call: end it at Twilio too (when credentials are configured)."""
+    if not (settings.twilio_account_sid and settings.twilio_auth_token):
+        return
+    try:
+        await asyncio.to_thread(_complete_call, settings, call_sid)
+        log.info("call %s: hung up through Twilio's REST API", call_sid)
+    except Exception as exc:  # noqa: BLE001 - the call ends anyway when its stream closes
+        log.warning("call %s: REST hang-up failed: %s", call_sid, exc)
 
 
 def _complete_call(settings: Settings, call_sid: str) -> None:

@@ -1,0 +1,56 @@
+"""What the routes need from the running service, in one typed object on ``app.state``.
+
+``create_app`` builds one ``AppState`` and stores it as ``app.state.voxfleet``; every router
+(``sessions_api``, ``telephony``, ``ops``, ``pages``) is a module-level ``APIRouter`` whose routes
+take it through the ``State`` dependency, so a test can build an app around any state it likes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Protocol
+
+from fastapi import Depends, Request
+from starlette.requests import HTTPConnection
+
+from voxfleet.config import Settings
+from voxfleet.control.auth import Auth
+from voxfleet.scheduler.service import SessionService
+from voxfleet.storage.store import Store
+from voxfleet.transports.stream_tokens import StreamTokens
+from voxfleet.transports.turn import SessionIceServers
+
+
+class Readiness(Protocol):
+    def ready(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class AppState:
+    """The service's parts the HTTP and WebSocket routes use."""
+
+    settings: Settings
+    service: SessionService
+    auth: Auth
+    store: Store
+    ice: SessionIceServers  # TURN credentials minted per session
+    tokens: StreamTokens  # single-use tokens of media WebSockets (phone calls, generic clients)
+    llm: Readiness | None = None  # the local LLM server, when voxfleet runs one
+
+    @property
+    def default_agent(self) -> str:
+        return self.settings.agents[0].name
+
+
+def app_state(connection: HTTPConnection) -> AppState:
+    """The ``AppState`` of the app serving this request or WebSocket."""
+    state: AppState = connection.app.state.voxfleet
+    return state
+
+
+State = Annotated[AppState, Depends(app_state)]
+
+
+async def require_private(request: Request, state: State) -> None:
+    """Route dependency: a private API key (when keys are checked)."""
+    await state.auth.require_private(request)
