@@ -97,13 +97,17 @@ class Live:
         return httpx.AsyncClient(transport=transport, base_url="http://testserver", headers=headers, timeout=30)
 
     async def wait_ended(self, session_id: str, timeout: float = 10.0) -> dict:
-        """The session's record once it has ended (its bot's process is gone)."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
-            record = self.service.get(session_id).to_public()
-            if record["state"] == "ended" or asyncio.get_running_loop().time() > deadline:
-                return record
-            await asyncio.sleep(0.05)
+        return await wait_ended(self.service, session_id, timeout)
+
+
+async def wait_ended(service: SessionService, session_id: str, timeout: float = 10.0) -> dict:
+    """The session's record once it has ended (its bot's process is gone), or as it is at `timeout`."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        record = service.get(session_id).to_public()
+        if record["state"] == "ended" or asyncio.get_running_loop().time() > deadline:
+            return record
+        await asyncio.sleep(0.05)
 
 
 @pytest.fixture(scope="session")
