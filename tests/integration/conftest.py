@@ -10,8 +10,10 @@ layer does not test (the local LLM, webhooks out, the resume window, uvicorn).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +23,7 @@ import pytest
 from tests.conftest import TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN
 from voxfleet.bots import tone
 from voxfleet.config import AgentSpec, Settings
-from voxfleet.control.app import create_app
+from voxfleet.control.app import build_app, create_app
 from voxfleet.control.auth import Auth
 from voxfleet.control.deployment import session_ice_servers
 from voxfleet.control.recorder import SessionRecorder
@@ -98,6 +100,19 @@ class Live:
 
     async def wait_ended(self, session_id: str, timeout: float = 10.0) -> dict:
         return await wait_ended(self.service, session_id, timeout)
+
+
+@asynccontextmanager
+async def small_service(live: Live, tmp: Path, **overrides: object) -> AsyncIterator[tuple[SessionService, object]]:
+    """A second service over the same running backend, with room for one bot (and `overrides`),
+    and an app around it that shares everything else of ``live``'s."""
+    service = build_service(tone_settings(tmp, capacity_cpu_millis=500, **overrides), live.service.backend)
+    service.start()
+    try:
+        yield service, build_app(dataclasses.replace(live.app.state.voxfleet, service=service))
+    finally:
+        await service.aclose()
+        live.service.backend.on_nodes_changed = live.service.sync_nodes  # the new service took the hook
 
 
 async def wait_ended(service: SessionService, session_id: str, timeout: float = 10.0) -> dict:

@@ -3,17 +3,13 @@ the errors real routes raise, end to end through the app."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import httpx
 import pytest
 from fastapi import FastAPI
 
 from voxfleet import exceptions as exc
-from tests.integration.conftest import tone_settings, wait_ended
-from voxfleet.control.app import build_app
+from tests.integration.conftest import small_service, wait_ended
 from voxfleet.control.errors import install_error_handlers
-from voxfleet.control.server import build_service
 
 # (an instance, status, Retry-After) per class of the tree; a new class must be added here
 CASES = [
@@ -165,12 +161,7 @@ async def test_signaling_an_ended_session_is_a_conflict(live):
 
 
 async def test_at_capacity_with_a_full_queue_is_429_with_retry_after(live, tmp_path):
-    """A second service over the same running backend, with room for one bot and no queue."""
-    settings = tone_settings(tmp_path, capacity_cpu_millis=500, queue_max=0)
-    small = build_service(settings, live.service.backend)
-    small.start()
-    app = build_app(dataclasses.replace(live.app.state.voxfleet, service=small))
-    try:
+    async with small_service(live, tmp_path, queue_max=0) as (small, app):
         async with live.client(live.private_key, app=app) as http:
             first = await http.post("/start", json={"agent": "tone"})
             assert first.status_code == 200, first.text
@@ -181,6 +172,3 @@ async def test_at_capacity_with_a_full_queue_is_429_with_retry_after(live, tmp_p
             assert (await http.get("/v1/capacity")).json()["invariant_ok"] is True
             await http.delete(f"/v1/sessions/{first.json()['sessionId']}")
             assert (await wait_ended(small, first.json()["sessionId"]))["state"] == "ended"
-    finally:
-        await small.aclose()
-        live.service.backend.on_nodes_changed = live.service.sync_nodes  # the new service took the hook
