@@ -15,6 +15,7 @@ from voxfleet.control.errors import install_error_handlers
 CASES = [
     (exc.VoxfleetError("something of ours"), 500, None),
     (exc.ConfigError("agents: none"), 500, None),
+    (exc.ExtraNotInstalled("backend = 'ray'", "ray", "ray"), 500, None),
     (exc.InvalidRequest("limit", 0, "must be at least 1"), 400, None),
     (exc.RequestTooLarge(70_000, 65_536), 413, None),
     (exc.Unauthorized("Authorization: missing"), 401, None),
@@ -26,6 +27,7 @@ CASES = [
     (exc.SessionConflict("s-1", "ended", "accept an offer"), 409, None),
     (exc.NotReady("templates starting"), 503, "5"),
     (exc.AtCapacity("all agents are busy", retry_after_s=7), 429, "7"),
+    (exc.ClientLimited("client 10.0.0.9 holds its share", retry_after_s=3, code="CLIENT_SHARE"), 429, "3"),
     (exc.Unplaceable("region: no node in region 'mars'", region="mars"), 422, None),
     (exc.BotError("the bot crashed"), 502, None),
     (exc.BotStartFailed("bot b did not report in 20s"), 502, None),
