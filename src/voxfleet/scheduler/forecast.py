@@ -49,7 +49,6 @@ import math
 from dataclasses import dataclass, field
 
 DAY_S = 86_400.0
-WEEK_S = 7 * DAY_S
 
 
 @dataclass

@@ -144,10 +144,6 @@ class ClusterLedger:
     def holds(self, key: str) -> bool:
         return key in self._where or key in self._orphans
 
-    def node_of(self, key: str) -> Node | None:
-        node_id = self._where.get(key)
-        return None if node_id is None else self.nodes[node_id]
-
     def __len__(self) -> int:
         return len(self._where) + len(self._orphans)
 

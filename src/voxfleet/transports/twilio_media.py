@@ -1,5 +1,6 @@
 """Twilio Media Streams, as Twilio documents them: the checks voxfleet applies at the edge to
-every frame a caller's stream sends, the TwiML it answers webhooks with, and G.711 mu-law.
+every frame a caller's stream sends, the audio it takes from the bot's outbound frames, and
+G.711 mu-law. (The TwiML that answers the voice webhook is built in ``control/telephony.py``.)
 
 Inbound (Twilio -> us): ``connected``, ``start``, ``media`` (base64 mu-law, 8 kHz mono),
 ``mark``, ``dtmf``, ``stop``. Outbound (us -> Twilio): ``media``, ``mark``, ``clear``.
