@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from voxfleet.end_reasons import EndReason
 from voxfleet.exceptions import ConfigError
 from voxfleet.observability.turns import TurnBreakdown
 from voxfleet.scheduler.sessions import SessionRecord
@@ -50,6 +51,19 @@ async def test_sessions_round_trip_and_restart_marks_unfinished(database_url):
     assert (await store.get_session("live-1"))["endReason"] == "control_restart"
     assert {s["sessionId"] for s in await store.list_sessions(10)} == {"done-1", "live-1"}
     assert await store.get_session("nope") is None
+    await store.close()
+
+
+async def test_an_end_reason_is_stored_and_read_back_as_its_plain_string(database_url):
+    store = Store(database_url)
+    await store.migrate()
+    r = SessionRecord(session_id="limit-1", agent="assistant", transport="webrtc")
+    r.end(EndReason.MEMORY_LIMIT, "PSS over the profile")
+    await store.save_session(r.to_public())
+    await store.save_session(record("live-2"))
+    assert await store.end_unfinished(EndReason.CONTROL_RESTART, "restarted") == ["live-2"]
+    got = [(await store.get_session(s))["endReason"] for s in ("limit-1", "live-2")]
+    assert got == ["memory_limit", "control_restart"] and all(type(reason) is str for reason in got)
     await store.close()
 
 

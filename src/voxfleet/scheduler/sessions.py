@@ -3,7 +3,8 @@
     queued --capacity--> starting --offer answered--> active --bot gone--> ended
        \\--queue timeout / hang-up--------\\------- bot gone / timeout --------^
 
-A session ends exactly once; the first end reason recorded wins.
+A session ends exactly once; the first end reason recorded wins. The reasons are
+:class:`voxfleet.end_reasons.EndReason` (docs/end-reasons.md).
 """
 
 from __future__ import annotations
@@ -13,28 +14,10 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from voxfleet.end_reasons import EndReason
 from voxfleet.observability.turns import TurnBreakdown, stage_summary
 
 QUEUED, STARTING, ACTIVE, ENDED = "queued", "starting", "active", "ended"
-
-END_REASONS = {
-    "hangup": "the caller hung up (client left or DELETE)",
-    "bot_ended": "the bot finished the session itself",
-    "bot_error": "the bot raised an exception",
-    "crashed": "the bot process died (signal or exit code)",
-    "timeout": "no WebRTC offer arrived in time",
-    "start_failed": "the bot process could not be started",
-    "shutdown": "voxfleet was shutting down",
-    "control_lost": "the bot lost its link to the control plane",
-    "queue_timeout": "no capacity freed up within the queue's wait bound",
-    "max_duration": "the session reached its maximum duration",
-    "memory_limit": "the bot used more memory (PSS) than its profile reserves",
-    "idle_timeout": "no packet from the caller for idle_timeout_s",
-    "media_ports_exhausted": "every UDP port of media_ports was taken when the caller connected",
-    "protocol_error": "the caller's media stream sent a frame that breaks its protocol",
-    "node_lost": "the node running the bot left the cluster (crashed, stopped or unreachable)",
-    "unplaceable": "the cluster did not place the bot within the placement bound",
-}
 
 
 @dataclass
@@ -44,7 +27,7 @@ class SessionRecord:
     transport: str
     created_at: float = field(default_factory=time.time)
     state: str = STARTING
-    end_reason: str | None = None
+    end_reason: EndReason | None = None
     end_detail: str = ""
     exit_code: int | None = None
     exit_signal: int | None = None
@@ -75,11 +58,13 @@ class SessionRecord:
         self.state = ACTIVE
         return True
 
-    def end(self, reason: str, detail: str = "", exit_code: int | None = None,
+    def end(self, reason: EndReason, detail: str = "", exit_code: int | None = None,
             exit_signal: int | None = None) -> bool:
-        """End the session; False if it had already ended (the first reason stays)."""
+        """End the session; False if it had already ended (the first reason stays). A reason's
+        plain string (as a bot reports it) is taken as its member; ValueError if it names none."""
         if self.state == ENDED:
             return False
+        reason = EndReason(reason)
         self.state = ENDED
         self.end_reason = reason
         self.end_detail = detail

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-FAILED_REASONS = {"start_failed", "bot_error", "crashed", "memory_limit", "control_restart", "media_ports_exhausted"}
+from voxfleet.end_reasons import FAILED_REASONS
 
 
 def event_for(session: dict[str, Any], started_sent: bool) -> tuple[str, dict[str, Any]] | None:
     """``session.started`` once the bot answered the caller; at the end ``session.failed`` when
-    the bot failed the caller (couldn't start, raised, crashed, over memory, lost in a restart),
-    else ``session.ended``. `session` is the public session record."""
+    the bot failed the caller (couldn't start, raised, crashed, over memory, lost in a restart:
+    :data:`voxfleet.end_reasons.FAILED_REASONS`), else ``session.ended``. `session` is the public
+    session record; the payload's ``endReason`` is an :class:`~voxfleet.end_reasons.EndReason`
+    value (docs/end-reasons.md)."""
     if session["state"] == "active" and not started_sent:
         return "session.started", {k: session[k] for k in ("sessionId", "agent", "transport", "createdAt",
                                                            "start", "botStartMs")}
