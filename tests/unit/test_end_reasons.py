@@ -24,9 +24,12 @@ REASON_ARGUMENT = {"end": 0, "stop": 0, "BotExit": 0, "RelayEnd": 0, "end_unfini
 
 
 def _strings(node: ast.expr) -> list[str]:
-    """The string literals an expression can evaluate to (`"a" if c else "b"`, `x or "a"`)."""
+    """The reasons an expression can evaluate to, spelled as literals or members
+    (`"a" if c else EndReason.B`, `x or "a"`)."""
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         return [node.value]
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "EndReason":
+        return [EndReason[node.attr].value]
     if isinstance(node, ast.IfExp):
         return _strings(node.body) + _strings(node.orelse)
     if isinstance(node, ast.BoolOp):
@@ -82,13 +85,14 @@ def hang_up(session_id, reason="shutdown"):
     service.hang_up(session_id, "busy")
     host.stop(message.get("reason", "bot_ended"))
     BotExit("crashed", None)
+    RelayEnd(EndReason.PROTOCOL_ERROR, "bad frame")
 def close(code=1000, reason="caller closed the stream"):
     detail = message.get("reason", "")
 def outcome(self):
     return 0, "bot_error", ""
 """)
     assert reasons_in(tree) == {"shutdown", "unplaceable", "start_failed", "hangup", "busy", "bot_ended",
-                                "crashed", "bot_error"}
+                                "crashed", "protocol_error", "bot_error"}
 
 
 def test_every_reason_the_code_produces_is_a_member_and_every_member_is_produced():

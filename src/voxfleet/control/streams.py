@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from voxfleet.control.errors import ws_close_for
+from voxfleet.end_reasons import EndReason
 from voxfleet.exceptions import StreamProtocolError, StreamRejected
 from voxfleet.runtime.streams import RelayStream, StreamClosed
 from voxfleet.transports.twilio_media import TwilioStreamCheck, is_speech, outbound_audio
@@ -33,7 +34,7 @@ MAX_FRAME_BYTES = 512 * 1024  # a relayed frame, base64-encoded, must fit the co
 class RelayEnd:
     """Why a relay ended: who ended the call and how the session should record it."""
 
-    reason: str  # hangup (caller), bot_ended, protocol_error, idle_timeout
+    reason: EndReason  # hangup (caller), bot_ended, protocol_error, idle_timeout
     detail: str
     by_bot: bool = False
 
@@ -103,24 +104,24 @@ async def _caller_to_bot(websocket: WebSocket, stream: RelayStream, check: Twili
             frame = await receive_frame(websocket, idle_timeout)
         except asyncio.TimeoutError:  # the session is then stopped with this reason (run_stream)
             await close_caller(websocket, 1001, f"no frame for {idle_timeout:.0f}s")
-            return RelayEnd("idle_timeout", f"no frame from the caller for {idle_timeout:.0f}s")
+            return RelayEnd(EndReason.IDLE_TIMEOUT, f"no frame from the caller for {idle_timeout:.0f}s")
         except (WebSocketDisconnect, RuntimeError, OSError) as exc:
             stream.close(1006, f"caller's socket failed: {exc}")
-            return RelayEnd("hangup", f"caller's socket failed: {exc}")
+            return RelayEnd(EndReason.HANGUP, f"caller's socket failed: {exc}")
         if frame is None:
             stream.close(1000, "caller closed the stream")
-            return RelayEnd("hangup", "caller closed the stream")
+            return RelayEnd(EndReason.HANGUP, "caller closed the stream")
         try:
             message = check.check(frame)
         except StreamProtocolError as exc:
             code, reason = ws_close_for(exc)
             await close_caller(websocket, code, reason)
-            return RelayEnd("protocol_error", str(exc))
+            return RelayEnd(EndReason.PROTOCOL_ERROR, str(exc))
         stream.send(frame)
         if message is not None and message.get("event") == "stop":
             stream.close(1000, "caller sent stop")
             await close_caller(websocket, 1000, "stream stopped")
-            return RelayEnd("hangup", "caller sent stop")
+            return RelayEnd(EndReason.HANGUP, "caller sent stop")
 
 
 async def _bot_to_caller(websocket: WebSocket, stream: RelayStream,
@@ -128,7 +129,7 @@ async def _bot_to_caller(websocket: WebSocket, stream: RelayStream,
     while True:
         frame = await stream.receive()
         if isinstance(frame, StreamClosed):
-            return RelayEnd("bot_ended", frame.reason, by_bot=True)
+            return RelayEnd(EndReason.BOT_ENDED, frame.reason, by_bot=True)
         if on_first_audio is not None:
             audio = outbound_audio(frame)
             if audio is not None and is_speech(audio):
@@ -141,7 +142,7 @@ async def _bot_to_caller(websocket: WebSocket, stream: RelayStream,
                 await websocket.send_text(frame)
         except (WebSocketDisconnect, RuntimeError, OSError) as exc:
             stream.close(1006, f"caller's socket failed: {exc}")
-            return RelayEnd("hangup", f"caller's socket failed: {exc}")
+            return RelayEnd(EndReason.HANGUP, f"caller's socket failed: {exc}")
 
 
 def without_token(start_frame: str) -> str:

@@ -44,6 +44,7 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.started = Counter("voxfleet_sessions_started", "Sessions started", ["agent", "start"], registry=r)
+        # reason: a voxfleet.end_reasons.EndReason value (docs/end-reasons.md)
         self.ended = Counter("voxfleet_sessions_ended", "Sessions ended", ["agent", "reason"], registry=r)
         self.rejected = Counter("voxfleet_sessions_rejected", "Starts refused at capacity (429)", ["agent"],
                                 registry=r)

@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
+from voxfleet.end_reasons import EndReason
 from voxfleet.exceptions import ConfigError
 from voxfleet.storage.schema import ApiKeyRow, OutboxRow, SessionEventRow, SessionRow
 
@@ -127,7 +128,7 @@ class Store:
             rows = (await db.execute(select(SessionRow).where(SessionRow.state != "ended"))).scalars().all()
         return [_public(row) for row in rows]
 
-    async def end_unfinished(self, reason: str, detail: str, keep: set[str] = frozenset()) -> list[str]:
+    async def end_unfinished(self, reason: EndReason, detail: str, keep: set[str] = frozenset()) -> list[str]:
         """Mark sessions a previous run left unfinished (but those in `keep`) as ended; their ids."""
         now = time.time()
         async with self.sessions.begin() as db:
