@@ -19,7 +19,7 @@ import websockets
 from tests.conftest import TWILIO_ACCOUNT_SID as ACCOUNT
 from tests.conftest import TWILIO_AUTH_TOKEN as AUTH_TOKEN
 from tests.conftest import TWILIO_ENV, Server, wait_for
-from voxfleet.bench.twilio_caller import TwilioCaller, WebhookRefused, sid
+from voxfleet.bench.twilio_caller import TwilioCaller, WebhookRefused
 from voxfleet.transports.stream_tokens import StreamTokens
 
 pytestmark = pytest.mark.e2e
