@@ -9,6 +9,7 @@ holds per resource at every moment and is checkable with :meth:`CapacityLedger.c
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypedDict
 
 RESOURCES = ("cpu_millis", "mem_mb", "kbps")
 
@@ -62,6 +63,15 @@ def profile_named(name: str, kbps: int | None = None) -> Profile:
         return base
     r = base.resources
     return Profile(base.name, Resources(r.cpu_millis, r.mem_mb, kbps))
+
+
+class LedgerSnapshot(TypedDict):
+    """Resources per kind (``Resources.as_dict``), and how many reservations are held."""
+
+    capacity: dict[str, int]
+    reserved: dict[str, int]
+    free: dict[str, int]
+    reservations: int
 
 
 class CapacityLedger:
@@ -124,6 +134,6 @@ class CapacityLedger:
             and all(getattr(self.free, r) >= 0 for r in RESOURCES)
         )
 
-    def snapshot(self) -> dict[str, dict[str, int]]:
+    def snapshot(self) -> LedgerSnapshot:
         return {"capacity": self.capacity.as_dict(), "reserved": self.reserved.as_dict(),
                 "free": self.free.as_dict(), "reservations": len(self._held)}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from voxfleet.exceptions import Unplaceable
 from voxfleet.runtime.protocol import LOCAL_REGION
@@ -182,10 +183,10 @@ class ClusterLedger:
         held = sum(len(ledger) for ledger in self.ledgers.values())
         return all(ledger.check() for ledger in self.ledgers.values()) and held == len(self._where)
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         """Totals (the shape of ``CapacityLedger.snapshot``), plus per node and per region."""
-        regions: dict[str, dict] = {}
-        nodes: dict[str, dict] = {}
+        regions: dict[str, dict[str, Any]] = {}
+        nodes: dict[str, dict[str, Any]] = {}
         for node in self.nodes.values():
             ledger = self.ledgers[node.node_id]
             nodes[node.node_id] = {"region": node.region, "address": node.address, **ledger.snapshot()}

@@ -13,6 +13,8 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from voxfleet.exceptions import ExtraNotInstalled
 from voxfleet.extras import require_extra
@@ -23,9 +25,10 @@ from voxfleet.sim.traces import TRACE_KINDS, SessionLengths, Trace, build_trace,
 log = logging.getLogger(__name__)
 
 PLOT_STEP_S = 60.0
+Number = TypeVar("Number", int, float)
 
 
-def _names(known: tuple[str, ...], what: str):
+def _names(known: tuple[str, ...], what: str) -> Callable[[str], list[str]]:
     """An argparse type: a comma-separated list of names from ``known``."""
 
     def parse(text: str) -> list[str]:
@@ -39,10 +42,10 @@ def _names(known: tuple[str, ...], what: str):
     return parse
 
 
-def _bounded(kind: type, *, minimum: float, strict: bool = False):
+def _bounded(kind: Callable[[str], Number], *, minimum: float, strict: bool = False) -> Callable[[str], Number]:
     """An argparse type: a number of ``kind`` that is >= ``minimum`` (> if ``strict``)."""
 
-    def parse(text: str):
+    def parse(text: str) -> Number:
         try:
             value = kind(text)
         except ValueError:
@@ -54,7 +57,7 @@ def _bounded(kind: type, *, minimum: float, strict: bool = False):
     return parse
 
 
-def add_simulate_parser(subparsers) -> None:
+def add_simulate_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``simulate`` subcommand (``func(args) -> exit code``) to ``subparsers``."""
     p = subparsers.add_parser(
         "simulate", help="compare warm-pool policies on simulated or recorded session traffic",

@@ -15,6 +15,7 @@ import json
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from voxfleet.exceptions import StreamProtocolError
 
@@ -126,7 +127,8 @@ def pcm16_to_ulaw(samples: np.ndarray) -> bytes:
     exponent = np.floor(np.log2(magnitude)).astype(np.int32) - 7
     exponent = np.clip(exponent, 0, 7)
     mantissa = (magnitude >> (exponent + 3)) & 0x0F
-    return (~(sign | (exponent << 4) | mantissa) & 0xFF).astype(np.uint8).tobytes()
+    ulaw: npt.NDArray[np.uint8] = (~(sign | (exponent << 4) | mantissa) & 0xFF).astype(np.uint8)
+    return ulaw.tobytes()
 
 
 def is_speech(ulaw: bytes, threshold_rms: float = 300.0) -> bool:
