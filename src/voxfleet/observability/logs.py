@@ -15,6 +15,10 @@ import json
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from loguru import Message
 
 _FORMAT = "%(asctime)s.%(msecs)03d %(levelname)-5s [%(process_label)s] %(name)s: %(message)s"
 _JOURNAL_FORMAT = "<%(syslog_priority)d>[%(process_label)s] %(levelname)s %(name)s: %(message)s"
@@ -37,7 +41,8 @@ class _JsonFormatter(logging.Formatter):
         message = record.getMessage()
         if record.exc_info:
             message += "\n" + self.formatException(record.exc_info)
-        return _json_line(record.created, record.levelname, record.process_label, record.name, message)
+        return _json_line(record.created, record.levelname, getattr(record, "process_label"), record.name,
+                          message)
 
 
 class _ProcessLabel(logging.Filter):
@@ -98,7 +103,7 @@ def configure_logging(level: str = "INFO", process: str = "control", log_format:
         return
     logger.remove()
     if as_json:
-        def write_json(message) -> None:
+        def write_json(message: Message) -> None:
             record = message.record
             text = record["message"] + (f"\n{record['exception']}" if record["exception"] else "")
             sys.stderr.write(_json_line(record["time"].timestamp(), record["level"].name, process,

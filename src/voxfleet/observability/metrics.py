@@ -7,7 +7,7 @@ Counters and histograms are updated by the session service as sessions start and
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -25,7 +25,7 @@ class _RecentTurnsCollector:
     def __init__(self, recent: dict[str, deque[TurnBreakdown]]) -> None:
         self.recent = recent
 
-    def collect(self):
+    def collect(self) -> Iterator[GaugeMetricFamily]:
         gauge = GaugeMetricFamily("voxfleet_turn_stage_recent_seconds",
                                   f"p50/p95 of each turn stage (time after the end of the user's speech) over the "
                                   f"last {RECENT_TURNS} turns", labels=["agent", "stage", "quantile"])
@@ -82,7 +82,7 @@ class _CapacityCollector:
     def __init__(self, snapshot: Callable[[], dict[str, Any]]) -> None:
         self.snapshot = snapshot
 
-    def collect(self):
+    def collect(self) -> Iterator[GaugeMetricFamily]:
         snap = self.snapshot()
         for kind in ("capacity", "reserved", "free"):
             gauge = GaugeMetricFamily(f"voxfleet_capacity_{kind}", f"Node resources: {kind}", labels=["resource"])

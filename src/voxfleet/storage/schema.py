@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -28,9 +30,9 @@ class SessionRow(Base):
     bot_start_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     ttfw_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     v2v_p50_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
-    latency: Mapped[dict] = mapped_column(JSON, default=dict)
-    timings_ms: Mapped[dict] = mapped_column(JSON, default=dict)
-    transcript: Mapped[list] = mapped_column(JSON, default=list)
+    latency: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    timings_ms: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    transcript: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     region_requested: Mapped[str | None] = mapped_column(String(64), nullable=True)
     region: Mapped[str | None] = mapped_column(String(64), nullable=True)
     node: Mapped[str | None] = mapped_column(String(64), nullable=True)
@@ -43,7 +45,7 @@ class SessionEventRow(Base):
     session_id: Mapped[str] = mapped_column(String(64), ForeignKey("sessions.id", ondelete="CASCADE"))
     at: Mapped[float] = mapped_column(Float)
     kind: Mapped[str] = mapped_column(String(32))
-    data: Mapped[dict] = mapped_column(JSON, default=dict)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
     __table_args__ = (Index("ix_session_events_session", "session_id", "at"),)
 
@@ -65,7 +67,7 @@ class OutboxRow(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)  # also the webhook-id header
     event_type: Mapped[str] = mapped_column(String(32))
     url: Mapped[str] = mapped_column(Text)
-    payload: Mapped[dict] = mapped_column(JSON)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[float] = mapped_column(Float)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[float] = mapped_column(Float, index=True)

@@ -8,13 +8,14 @@ import hmac
 import secrets
 import time
 import uuid
+from collections.abc import Collection
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import select, update
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import CursorResult, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from voxfleet.end_reasons import EndReason
@@ -128,7 +129,7 @@ class Store:
             rows = (await db.execute(select(SessionRow).where(SessionRow.state != "ended"))).scalars().all()
         return [_public(row) for row in rows]
 
-    async def end_unfinished(self, reason: EndReason, detail: str, keep: set[str] = frozenset()) -> list[str]:
+    async def end_unfinished(self, reason: EndReason, detail: str, keep: Collection[str] = frozenset()) -> list[str]:
         """Mark sessions a previous run left unfinished (but those in `keep`) as ended; their ids."""
         now = time.time()
         async with self.sessions.begin() as db:
@@ -172,8 +173,10 @@ class Store:
 
     async def revoke_key(self, key_id: str) -> bool:
         async with self.sessions.begin() as db:
-            result = await db.execute(update(ApiKeyRow).where(ApiKeyRow.id == key_id, ApiKeyRow.revoked_at.is_(None))
-                                      .values(revoked_at=time.time()))
+            # an UPDATE's result is a CursorResult (the one with rowcount); execute() is typed for any statement
+            result = cast(CursorResult[Any], await db.execute(
+                update(ApiKeyRow).where(ApiKeyRow.id == key_id, ApiKeyRow.revoked_at.is_(None))
+                .values(revoked_at=time.time())))
         return result.rowcount == 1
 
     # -- webhook outbox ---------------------------------------------------------------------

@@ -45,8 +45,8 @@ def advertise_addresses(addresses: Sequence[str]) -> None:
 
     aioice.ice.get_host_addresses = host_addresses
 
-    def candidate_from_aioice(candidate: aioice.Candidate) -> aiortc.RTCIceCandidate:
-        converted = _original_candidate_from_aioice(candidate)
+    def candidate_from_aioice(x: aioice.Candidate) -> aiortc.RTCIceCandidate:  # aiortc's own signature
+        converted = _original_candidate_from_aioice(x)
         if converted.type == "host" and converted.ip in public_for:
             converted.ip = public_for[converted.ip]
         return converted

@@ -70,7 +70,7 @@ class PortRangeEventLoop(asyncio.SelectorEventLoop):
         super().__init__()
         self.media_ports = (first, last)
 
-    async def create_datagram_endpoint(  # type: ignore[override]
+    async def create_datagram_endpoint(
         self, protocol_factory: Callable[[], Any], local_addr: Any = None, remote_addr: Any = None, **kwargs: Any
     ) -> tuple[asyncio.DatagramTransport, Any]:
         first, last = self.media_ports

@@ -64,7 +64,7 @@ async def check_turn(url: IceUrl, username: str, credential: str, *, timeout: fl
         raise TurnCheckFailed(_shown(url), f"no answer within {timeout:.0f}s (server down or port blocked?)") from None
     except (OSError, ssl.SSLError) as exc:
         raise TurnCheckFailed(_shown(url), f"cannot reach it: {exc}") from None
-    relayed = transport.get_extra_info("sockname")
+    relayed: tuple[str, int] = transport.get_extra_info("sockname")  # the relayed address
     transport.close()  # deletes the allocation
     try:
         await asyncio.wait_for(asyncio.shield(probe.closed), timeout)

@@ -38,8 +38,8 @@ class WebhookDispatcher:
         self.timeout_s = timeout_s
         self.on_result = on_result or (lambda ok: None)
         self.wake = asyncio.Event()
-        self.task: asyncio.Task | None = None
-        self.pending: set[asyncio.Task] = set()
+        self.task: asyncio.Task[None] | None = None
+        self.pending: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._run(), name="webhook-dispatcher")
