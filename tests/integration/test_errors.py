@@ -4,7 +4,6 @@ the errors real routes raise, end to end through the app."""
 from __future__ import annotations
 
 import httpx
-import pytest
 from fastapi import FastAPI
 
 from voxfleet import exceptions as exc

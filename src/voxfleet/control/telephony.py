@@ -27,6 +27,7 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
 from voxfleet.config import Settings
+from voxfleet.end_reasons import EndReason
 from voxfleet.control.state import AppState, State
 from voxfleet.control.streams import GenericFrameCheck, RelayEnd, receive_frame, reject, relay, without_token
 from voxfleet.exceptions import (
@@ -153,7 +154,7 @@ async def twilio_voice(agent: str, request: Request, state: State) -> Response:
     if record.state != QUEUED:
         return connect_stream(state, request, record.session_id)
     if tel.when_busy == "hangup":
-        await service.hang_up(record.session_id, "busy")
+        await service.hang_up(record.session_id, EndReason.BUSY)
         return goodbye(f"{tel.busy_message.split('.')[0]}. {tel.goodbye_message}")
     return hold(settings, request, agent, say=True, query=f"session={record.session_id}{keep}")
 

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from voxfleet.end_reasons import EndReason
 from voxfleet.exceptions import AgentNotFound, AtCapacity, ClientLimited, NotReady, Unplaceable
 from voxfleet.scheduler.capacity import Profile
 from voxfleet.scheduler.forecast import ArrivalForecaster
@@ -67,7 +68,7 @@ class Stop:
     """Ask bot ``bot_id`` to end (``reason``), killing it after ``grace`` seconds."""
 
     bot_id: str
-    reason: str
+    reason: EndReason
     grace: float = 1.0
 
 
@@ -91,7 +92,7 @@ class Expire:
     """The queued session ends without a bot (``reason``: queue_timeout, shutdown, hangup...)."""
 
     session_id: str
-    reason: str
+    reason: EndReason
     detail: str
     retry_after_s: int
 
@@ -279,7 +280,7 @@ class Admission:
         pool.record_refill(warmup_s)
         if not self.accepting:
             bot.state = "stopping"
-            return [Stop(bot_id, "shutdown")]
+            return [Stop(bot_id, EndReason.SHUTDOWN)]
         bot.state = "warm"
         pool.add_warm(bot)
         return self._rebalance(now)
@@ -305,7 +306,7 @@ class Admission:
             return []
         self._session_over(bot)
         bot.state = "stopping"
-        return [Stop(bot.bot_id, "start_failed")] + self._rebalance(now)
+        return [Stop(bot.bot_id, EndReason.START_FAILED)] + self._rebalance(now)
 
     def bot_exited(self, bot_id: str, now: float) -> list[Command]:
         """A bot's process is gone (whatever the reason): release its reservation; its session,
@@ -323,9 +324,9 @@ class Admission:
         return self._rebalance(now)
 
     def queue_timeout(self, session_id: str, now: float) -> list[Command]:
-        return self.leave_queue(session_id, "queue_timeout", f"no capacity within {self.queue_wait_s:.0f}s", now)
+        return self.leave_queue(session_id, EndReason.QUEUE_TIMEOUT, f"no capacity within {self.queue_wait_s:.0f}s", now)
 
-    def leave_queue(self, session_id: str, reason: str, detail: str, now: float) -> list[Command]:
+    def leave_queue(self, session_id: str, reason: EndReason, detail: str, now: float) -> list[Command]:
         """A queued session leaves without a bot (hung up, timed out); nothing if not queued."""
         if not self.queue.remove(session_id):
             return []
@@ -358,11 +359,11 @@ class Admission:
         for session_id in self.queue.waiting():
             self.queue.remove(session_id)
             del self.sessions[session_id]
-            commands.append(Expire(session_id, "shutdown", "voxfleet is shutting down", self.retry_after()))
+            commands.append(Expire(session_id, EndReason.SHUTDOWN, "voxfleet is shutting down", self.retry_after()))
         for pool in self.pools.values():
             for bot in pool.warm:
                 bot.state = "stopping"
-                commands.append(Stop(bot.bot_id, "shutdown"))
+                commands.append(Stop(bot.bot_id, EndReason.SHUTDOWN))
             pool.warm_by_region.clear()
         return commands
 
@@ -433,7 +434,7 @@ class Admission:
                 if pool.warm_in(region):
                     bot = pool.take_warm(region)
                     bot.state = "stopping"
-                    return [Stop(bot.bot_id, "retired")]
+                    return [Stop(bot.bot_id, EndReason.RETIRED)]
         return []
 
     def _session_over(self, bot: Bot) -> None:
@@ -488,5 +489,5 @@ class Admission:
                     bot = pool.take_warm(region)
                     bot.state = "stopping"
                     have -= 1
-                    commands.append(Stop(bot.bot_id, "retired"))
+                    commands.append(Stop(bot.bot_id, EndReason.RETIRED))
         return commands

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from voxfleet.end_reasons import EndReason
 from voxfleet.exceptions import (
     AgentNotFound,
     AtCapacity,
@@ -63,7 +64,7 @@ class Call:
 
     record: SessionRecord
     launched: asyncio.Future[BotHandle]
-    timer: asyncio.Task | None = None  # the queue deadline, then the offer/duration deadlines
+    timer: asyncio.Task[None] | None = None  # the queue deadline, then the offer/duration deadlines
 
 
 class SessionService:
@@ -183,7 +184,7 @@ class SessionService:
             answer = await bot.offer(request, self.limits.signaling_timeout)
         except MediaPortsExhausted:
             # this session cannot get media ports now: end it so its reservation frees at once
-            self.tasks.spawn(bot.stop("media_ports_exhausted"), f"no-ports:{session_id}")
+            self.tasks.spawn(bot.stop(EndReason.MEDIA_PORTS_EXHAUSTED), f"no-ports:{session_id}")
             raise
         if record.activate():
             record.mark("answered")
@@ -207,7 +208,7 @@ class SessionService:
             self.on_change(record)
         return stream
 
-    async def hang_up(self, session_id: str, reason: str = "hangup") -> SessionRecord:
+    async def hang_up(self, session_id: str, reason: EndReason = EndReason.HANGUP) -> SessionRecord:
         record = self.get(session_id)
         if record.state == ENDED:
             return record
@@ -284,7 +285,7 @@ class SessionService:
             log.error("session %s: bot failed to start: %s", record.session_id, exc)
             call.launched.set_exception(exc)
             call.launched.exception()
-            record.end("unplaceable" if isinstance(exc, Unplaceable) else "start_failed", str(exc))
+            record.end(EndReason.UNPLACEABLE if isinstance(exc, Unplaceable) else EndReason.START_FAILED, str(exc))
             self._finish(call)
             now = time.time()
             self._apply(self.core.assign_failed(record.session_id, now) if warm
@@ -305,7 +306,7 @@ class SessionService:
             return
         self._bot_owns(call, bot)
         if record.state == ENDED:  # hung up while the bot was starting
-            await bot.stop(record.end_reason or "hangup")
+            await bot.stop(record.end_reason or EndReason.HANGUP)
 
     def _bot_owns(self, call: Call, bot: BotHandle) -> None:
         """From the moment a bot owns the session: its live observations (shown by
@@ -350,7 +351,7 @@ class SessionService:
             record.first_audio_at = record.first_audio_at or bot.info.events.get("first_audio")  # phone: by the relay
             if bot.stream is not None:
                 record.relay_ms = bot.stream.stats()
-            if record.end(result.reason, result.detail, result.exit_code, result.signal):
+            if record.end(EndReason(result.reason), result.detail, result.exit_code, result.signal):
                 log.info("session %s: ended (%s) %s", record.session_id, result.reason, result.detail)
             self._observe_latency(record)
             self._finish(call)
@@ -363,7 +364,7 @@ class SessionService:
             return
         if call.timer is not None:
             call.timer.cancel()
-        record.end("shutdown")  # a no-op unless the session was cut short without a reason
+        record.end(EndReason.SHUTDOWN)  # a no-op unless the session was cut short without a reason
         self.table.retire(record)
         self.on_change(record)
         if not self.table.count():
@@ -392,11 +393,11 @@ class SessionService:
         await asyncio.sleep(self.limits.offer_timeout)
         if record.state not in (ACTIVE, ENDED):
             log.warning("session %s: no offer within %.0fs; ending", record.session_id, self.limits.offer_timeout)
-            await bot.stop("timeout")
+            await bot.stop(EndReason.TIMEOUT)
             return
         await asyncio.sleep(max(0.0, self.limits.max_session - self.limits.offer_timeout))
         log.warning("session %s: reached the %.0fs limit; ending", record.session_id, self.limits.max_session)
-        await bot.stop("max_duration")
+        await bot.stop(EndReason.MAX_DURATION)
 
     async def _queue_deadline(self, session_id: str) -> None:
         await asyncio.sleep(self.limits.queue_wait)
@@ -418,7 +419,7 @@ class SessionService:
                 if used is not None and used > limit:
                     log.warning("session %s: bot uses %.0f MiB PSS, over its %d MiB limit; ending",
                                 bot.session_id, used, limit)
-                    self.tasks.spawn(bot.stop("memory_limit", grace=0.5), f"memory-limit:{bot.bot_id}")
+                    self.tasks.spawn(bot.stop(EndReason.MEMORY_LIMIT, grace=0.5), f"memory-limit:{bot.bot_id}")
 
     # -- internals --------------------------------------------------------------------------
     async def _bot_for(self, record: SessionRecord, action: str) -> BotHandle:
