@@ -278,6 +278,11 @@ class Settings(BaseSettings):
     memory_check_s: float = Field(
         default=1.0, gt=0, description="How often bots' memory (PSS) is sampled against their profile."
     )
+    reconnect_s: float = Field(
+        default=15.0, ge=0,
+        description="How long a bot in a call whose control link broke (the control plane restarted or "
+                    "died) tries to rejoin it on the same socket before ending the session (control_lost).",
+    )
     resume_window_s: float = Field(
         default=15.0, ge=0,
         description="After a restart, how long bots still in calls have to rejoin before their sessions "
@@ -433,9 +438,6 @@ class Settings(BaseSettings):
             env_settings,
             TomlConfigSettingsSource(settings_cls, toml_file=toml_path),
         )
-
-    def agent(self, name: str) -> AgentSpec | None:
-        return next((a for a in self.agents if a.name == name), None)
 
     def ensure_runtime_dir(self) -> Path:
         """A fixed directory per port, so bots in calls can rejoin a restarted control plane on

@@ -23,6 +23,7 @@ from voxfleet.control.deployment import SessionIceServers, check_turn_servers, s
 from voxfleet.observability.logs import resolve_log_format
 from voxfleet.runtime.local import node
 from voxfleet.runtime.local.backend import LocalBackend
+from voxfleet.runtime.messages import BotSpec
 from voxfleet.runtime.ray.backend import RayBackend
 from voxfleet.scheduler.capacity import Resources, profile_named
 from voxfleet.scheduler.placement import LOCAL_REGION, ClusterLedger, Node
@@ -64,19 +65,15 @@ async def serve(settings: Settings, announce: Callable[[str], None] = print) -> 
     # inherits them, a Ray actor on another node gets them with its spec
     env.update({name: value for name, value in (("TWILIO_ACCOUNT_SID", settings.twilio_account_sid),
                                                  ("TWILIO_AUTH_TOKEN", settings.twilio_auth_token)) if value})
-    backend = ray_backend(settings, ice, env) if settings.backend == "ray" else LocalBackend(
-        {a.name: a.bot for a in settings.agents},
+    specs = bot_specs(settings)
+    backend = ray_backend(settings, specs, ice, env) if settings.backend == "ray" else LocalBackend(
+        specs,
         runtime_dir=runtime_dir,
         ice_servers=ice.for_session,
-        advertised_addresses=settings.advertised_addresses,
         bot_start_timeout=settings.bot_start_timeout_s,
-        log_level=settings.log_level,
         env=env,
         cpu_limits={a.name: profile_named(a.profile).resources.cpu_millis for a in settings.agents},
-        idle_timeout=settings.idle_timeout_s,
         cpu_shares=settings.cpu_shares,
-        media_ports=settings.media_port_range,
-        log_format=resolve_log_format(settings.log_format),
         preload_models={a.name for a in settings.agents if a.preload_models},
     )
     service = build_service(settings, backend)
@@ -195,18 +192,28 @@ def lifecycle_hook(settings: Settings, recorder: SessionRecorder, dispatcher: We
     return on_change
 
 
-def ray_backend(settings: Settings, ice: SessionIceServers, env: dict[str, str]) -> RayBackend:
+def bot_specs(settings: Settings) -> dict[str, BotSpec]:
+    """Each agent's bot settings, built once and handed whole to its templates or bot actors."""
+    return {agent.name: BotSpec(
+        agent=agent.name, bot=agent.bot, log_level=settings.log_level,
+        log_format=resolve_log_format(settings.log_format), idle_timeout_s=settings.idle_timeout_s,
+        reconnect_s=settings.reconnect_s, memory_check_s=settings.memory_check_s,
+        advertised_addresses=list(settings.advertised_addresses), media_ports=settings.media_port_range,
+    ) for agent in settings.agents}
+
+
+def ray_backend(settings: Settings, specs: dict[str, BotSpec], ice: SessionIceServers,
+                env: dict[str, str]) -> RayBackend:
+    """The session service enforces max_session_s and memory limits on Ray bots as on local ones."""
     profiles = {}
     for agent in settings.agents:
         resources = profile_named(agent.profile, agent.kbps).resources
         profiles[agent.name] = (resources.cpu_millis, resources.mem_mb, resources.kbps)
     return RayBackend(
-        {a.name: a.bot for a in settings.agents}, profiles=profiles, address=settings.ray.address,
+        specs, profiles=profiles, address=settings.ray.address,
         namespace=settings.ray.namespace, region_label=settings.ray.region_label, ice_servers=ice.for_session,
         placement_timeout=settings.ray.placement_timeout_s, bot_start_timeout=settings.bot_start_timeout_s,
-        node_check_s=settings.ray.node_check_s, log_level=settings.log_level, env=env,
-        idle_timeout=settings.idle_timeout_s, max_session_s=settings.max_session_s,
-        memory_check_s=settings.memory_check_s,
+        node_check_s=settings.ray.node_check_s, env=env,
     )
 
 

@@ -12,7 +12,14 @@ from typing import Any, Protocol
 
 from voxfleet.observability.turns import TurnBreakdown
 from voxfleet.runtime.streams import RelayStream
+
 LOCAL_REGION = "local"
+
+IceServersFor = Callable[[str], list[dict[str, Any]]]  # session id -> RTCIceServer-shaped dicts minted for it
+
+
+def no_ice_servers(_session_id: str) -> list[dict[str, Any]]:
+    return []
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-Write = Callable[..., None]  # (kind, **fields) -> None: one message to the bot
+from voxfleet.runtime.messages import Message, RelayStats, WsClose, WsIn, WsOut
+
+Write = Callable[[Message], None]  # one message to the bot
 
 
 @functools.cache
@@ -50,32 +52,30 @@ class RelayStream:
         if self.closed is not None:
             return
         if isinstance(frame, bytes):
-            self._write("ws_in", bytes=base64.b64encode(frame).decode(), at=time.monotonic())
+            self._write(WsIn(bytes=base64.b64encode(frame).decode(), at=time.monotonic()))
         else:
-            self._write("ws_in", text=frame, at=time.monotonic())
+            self._write(WsIn(text=frame, at=time.monotonic()))
 
     def close(self, code: int = 1000, reason: str = "caller closed the stream") -> None:
         """The caller hung up (or we closed the caller's socket): tell the bot."""
         if self.closed is None:
-            self._write("ws_close", code=code, reason=reason)
+            self._write(WsClose(code=code, reason=reason))
             self._finish(StreamClosed(code, reason))
 
     # -- bot -> caller ----------------------------------------------------------------------
     async def receive(self) -> str | bytes | StreamClosed:
         return await self._outbox.get()
 
-    def on_bot_message(self, message: dict[str, Any]) -> None:
-        kind = message["t"]
-        if kind == "ws_out":
-            sent_at = message.get("at")
-            if sent_at is not None:
-                self.outbound_ms.add((time.monotonic() - sent_at) * 1000)
-            frame = base64.b64decode(message["bytes"]) if "bytes" in message else message.get("text", "")
+    def on_bot_message(self, message: WsOut | WsClose | RelayStats) -> None:
+        if isinstance(message, WsOut):
+            if message.at is not None:
+                self.outbound_ms.add((time.monotonic() - message.at) * 1000)
+            frame = base64.b64decode(message.bytes) if message.bytes is not None else (message.text or "")
             self._outbox.put_nowait(frame)
-        elif kind == "ws_close":
-            self._finish(StreamClosed(int(message.get("code", 1000)), message.get("reason") or "the bot ended the call"))
-        elif kind == "relay_stats":
-            self.inbound_stats = {k: v for k, v in message.items() if k != "t"}
+        elif isinstance(message, WsClose):
+            self._finish(StreamClosed(message.code, message.reason or "the bot ended the call"))
+        else:
+            self.inbound_stats = message.summary()
 
     def on_bot_gone(self) -> None:
         self._finish(StreamClosed(1000, "session ended"))

@@ -20,29 +20,30 @@ from typing import Any
 
 from starlette.websockets import WebSocket
 
+from voxfleet.runtime.messages import Message, WsClose, WsIn, WsOpen, WsOut
 from voxfleet.runtime.streams import LatencySamples, clock_id
 
-Send = Callable[..., None]  # BotHost.send(kind, **fields)
+Send = Callable[[Message], None]  # BotSession.emit
 
 
 class RelayedWebSocket:
-    def __init__(self, send: Send, request: dict[str, Any]) -> None:
+    def __init__(self, send: Send, request: WsOpen) -> None:
         self._send = send
         self._inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._inbox.put_nowait({"type": "websocket.connect"})
         self.closed_by_bot = False
         self.closed_by_peer: int | None = None
         self.inbound_ms = LatencySamples()
-        self.same_clock = request.get("clock") == clock_id()  # else relay latency is not measured
-        client = request.get("client") or ["0.0.0.0", 0]
+        self.same_clock = request.clock == clock_id()  # else relay latency is not measured
+        client = request.client or ["0.0.0.0", 0]
         scope = {
             "type": "websocket",
             "asgi": {"version": "3.0", "spec_version": "2.3"},
-            "scheme": request.get("scheme", "ws"),
-            "path": request.get("path", "/"),
-            "raw_path": request.get("path", "/").encode(),
+            "scheme": request.scheme,
+            "path": request.path,
+            "raw_path": request.path.encode(),
             "query_string": b"",
-            "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in request.get("headers", [])],
+            "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in request.headers],
             "client": (client[0], int(client[1])),
             "server": None,
             "subprotocols": [],
@@ -51,14 +52,13 @@ class RelayedWebSocket:
         self.websocket = WebSocket(scope, self._receive, self._asgi_send)
 
     # -- from the control plane -------------------------------------------------------------
-    def deliver(self, message: dict[str, Any]) -> None:
-        sent_at = message.get("at")
-        if sent_at is not None and self.same_clock:
-            self.inbound_ms.add((time.monotonic() - sent_at) * 1000)
-        if "bytes" in message:
-            self._inbox.put_nowait({"type": "websocket.receive", "bytes": base64.b64decode(message["bytes"])})
+    def deliver(self, message: WsIn) -> None:
+        if message.at is not None and self.same_clock:
+            self.inbound_ms.add((time.monotonic() - message.at) * 1000)
+        if message.bytes is not None:
+            self._inbox.put_nowait({"type": "websocket.receive", "bytes": base64.b64decode(message.bytes)})
         else:
-            self._inbox.put_nowait({"type": "websocket.receive", "text": message.get("text", "")})
+            self._inbox.put_nowait({"type": "websocket.receive", "text": message.text or ""})
 
     def peer_closed(self, code: int) -> None:
         self.closed_by_peer = code
@@ -73,12 +73,12 @@ class RelayedWebSocket:
         if kind == "websocket.send":
             at = time.monotonic() if self.same_clock else None
             if message.get("bytes") is not None:
-                self._send("ws_out", bytes=base64.b64encode(message["bytes"]).decode(), at=at)
+                self._send(WsOut(bytes=base64.b64encode(message["bytes"]).decode(), at=at))
             else:
-                self._send("ws_out", text=message.get("text") or "", at=at)
+                self._send(WsOut(text=message.get("text") or "", at=at))
         elif kind == "websocket.close" and not self.closed_by_bot:
             self.closed_by_bot = True
-            self._send("ws_close", code=message.get("code", 1000), reason=message.get("reason") or "")
+            self._send(WsClose(code=message.get("code", 1000), reason=message.get("reason") or ""))
         # websocket.accept: the control plane accepted the caller's socket already
 
     def stats(self) -> dict[str, Any]:

@@ -8,8 +8,6 @@ connects to it too and is matched to its session by id. Templates report every c
 from __future__ import annotations
 
 import asyncio
-import itertools
-import json
 import logging
 import os
 import signal
@@ -20,45 +18,47 @@ from collections.abc import Callable
 from typing import Any
 
 from voxfleet.procutil import die_with_parent
-from voxfleet.exceptions import BotError, BotStartFailed, MediaPortsExhausted, NotReady, SignalingTimeout
+from voxfleet.exceptions import BotError, BotStartFailed, NotReady, SignalingTimeout
 from voxfleet.runtime import wire
 from voxfleet.runtime.local.cgroups import CpuLimiter
 from voxfleet.runtime.local.node import pss_mb
-from voxfleet.observability.turns import TurnBreakdown
+from voxfleet.runtime.messages import (
+    REPLIES,
+    BotHello,
+    BotResume,
+    BotSpec,
+    Ended,
+    Exited,
+    Fork,
+    Forked,
+    Message,
+    Preload,
+    SessionStart,
+    Stop,
+    TemplateReady,
+    WarmReady,
+    decode,
+    encode,
+)
 from voxfleet.runtime.model_preload import ModelManifests
-from voxfleet.runtime.protocol import BotExit, BotInfo
-from voxfleet.runtime.streams import RelayStream, clock_id
+from voxfleet.runtime.protocol import BotExit, BotInfo, IceServersFor, no_ice_servers
+from voxfleet.runtime.remote_bot import RemoteBot
 from voxfleet.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
 
-IceServersFor = Callable[[str], list[dict[str, Any]]]  # session id -> RTCIceServer-shaped dicts
-
-
-def no_ice_servers(_session_id: str) -> list[dict[str, Any]]:
-    return []
-
-
-class LocalBot:
+class LocalBot(RemoteBot):
     """A forked bot process, seen from the control plane. Warm bots have no session yet."""
 
     def __init__(self, bot_id: str, agent: str, session_id: str | None,
                  ice_servers: IceServersFor = no_ice_servers) -> None:
-        self.bot_id = bot_id
-        self.ice_servers = ice_servers
-        self.session_id = session_id
-        self.agent = agent
-        self.info = BotInfo()
+        super().__init__(bot_id, agent, session_id, ice_servers, BotInfo())
         self.hello = asyncio.get_running_loop().create_future()
         self.warm_ready = asyncio.get_running_loop().create_future()
         self.on_assigned: Callable[[], None] = lambda: None
         self._writer: asyncio.StreamWriter | None = None
         self._requests: dict[int, asyncio.Future] = {}
-        self._ids = itertools.count(1)
-        self._reported: tuple[str, str] | None = None
-        self._stop_reason: str | None = None
-        self._exit = asyncio.get_running_loop().create_future()
-        self.stream: RelayStream | None = None
+        self._reported: Ended | None = None
 
     # -- messages from the bot process ------------------------------------------------------
     def attach(self, writer: asyncio.StreamWriter, pid: int) -> None:
@@ -68,35 +68,17 @@ class LocalBot:
         if not self.hello.done():
             self.hello.set_result(None)
 
-    def on_message(self, message: dict[str, Any]) -> None:
-        kind = message["t"]
-        if kind in ("ws_out", "ws_close", "relay_stats"):
-            if self.stream is not None:
-                self.stream.on_bot_message(message)
-        elif kind in ("answer", "error", "ice_ok", "assigned", "ws_opened"):
-            future = self._requests.pop(message.get("id", -1), None)
+    def on_message(self, message: Message) -> None:
+        if isinstance(message, REPLIES):
+            future = self._requests.pop(message.id, None)
             if future is not None and not future.done():
                 future.set_result(message)
-        elif kind == "preloaded":
-            self.info.preloaded = message.get("count")
-        elif kind == "model_load":
-            self.info.model_loads.append({**(message.get("model") or {}), "in_session": message.get("in_session")})
-        elif kind == "warm_ready":
-            self.info.warmup_ms = message.get("warmup_ms")
-            self.info.preloaded = message.get("preloaded")
-            self.info.events["warm_ready"] = time.time()
-            if not self.warm_ready.done():
+        elif isinstance(message, Ended):
+            self._reported = message
+        else:
+            self.observe(message)
+            if isinstance(message, WarmReady) and not self.warm_ready.done():
                 self.warm_ready.set_result(None)
-        elif kind == "event":
-            self.info.events[message.get("name", "event")] = time.time()
-        elif kind == "turn":
-            self.info.turns.append(TurnBreakdown.from_report(message))
-        elif kind == "transcript":
-            self.info.transcript.append({k: message[k] for k in ("role", "text", "at")})
-        elif kind == "ttfb":
-            self.info.ttfb_s.setdefault(message["processor"], []).append(message["seconds"])
-        elif kind == "ended":
-            self._reported = (message.get("reason", "bot_ended"), message.get("detail", ""))
 
     def on_link_closed(self) -> None:
         for future in self._requests.values():
@@ -112,8 +94,7 @@ class LocalBot:
             result = BotExit(self._stop_reason if self._stop_reason and signum in (signal.SIGTERM, signal.SIGKILL) else "crashed",
                              exit_code, signum, f"killed by {name}")
         elif self._reported is not None:
-            reason, detail = self._reported
-            result = BotExit(reason, exit_code, None, detail)
+            result = BotExit(self._reported.reason, exit_code, None, self._reported.detail)
         elif self._stop_reason:
             result = BotExit(self._stop_reason, exit_code, None, "")
         else:
@@ -127,14 +108,14 @@ class LocalBot:
                 waiter.exception()  # mark retrieved; launch() reports it
         self._exit.set_result(result)
 
-    # -- the BotHandle protocol -------------------------------------------------------------
-    async def _request(self, kind: str, timeout: float, **fields: Any) -> dict[str, Any]:
+    # -- RemoteBot, over the control socket -------------------------------------------------
+    async def _exchange(self, request: Message, timeout: float) -> Message:
         if self._writer is None or self._writer.is_closing() or self._exit.done():
             raise BotError(f"bot {self.bot_id} (session {self.session_id}) is not running")
-        request_id = next(self._ids)
+        request_id = request.id  # type: ignore[union-attr] - every request carries one
         future = asyncio.get_running_loop().create_future()
         self._requests[request_id] = future
-        self._writer.write(wire.encode(kind, id=request_id, **fields))
+        self._writer.write(encode(request))
         try:
             return await asyncio.wait_for(future, timeout)
         except asyncio.TimeoutError:
@@ -142,62 +123,20 @@ class LocalBot:
         finally:
             self._requests.pop(request_id, None)
 
-    async def assign(self, session_id: str, body: Any, timeout: float) -> None:
-        """Hand a warm bot its session."""
-        self.session_id = session_id
+    def _on_assign(self) -> None:
         self.on_assigned()
-        reply = await self._request("assign", timeout, session_id=session_id, body=body,
-                                    ice_servers=self.ice_servers(session_id))
-        if reply["t"] != "assigned":
-            raise BotError(f"bot {self.bot_id} refused session {session_id}: {reply.get('message', '')}")
 
-    async def offer(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
-        reply = await self._request("offer", timeout, **request)
-        if reply["t"] == "error" and reply.get("code") == MediaPortsExhausted.code:
-            first, last, host = reply["media_ports"]
-            raise MediaPortsExhausted(first, last, host)
-        if reply["t"] == "error":
-            raise BotError(f"bot rejected the offer: {reply.get('message', '')}")
-        return {k: reply[k] for k in ("sdp", "type", "pc_id") if k in reply}
-
-    async def add_ice_candidates(self, pc_id: str, candidates: list[dict[str, Any]], timeout: float) -> None:
-        reply = await self._request("ice", timeout, pc_id=pc_id, candidates=candidates)
-        if reply["t"] == "error":
-            raise BotError(f"bot rejected the candidates: {reply.get('message', '')}")
-
-    async def open_stream(self, request: dict[str, Any], timeout: float) -> RelayStream:
-        """Start the session's bot on a relayed media WebSocket ({transport, path, headers, client})."""
-        if self.stream is not None:
-            raise BotError(f"session {self.session_id} already has a media stream")
-        self.stream = RelayStream(self._write)
-        reply = await self._request("ws_open", timeout, **request, clock=clock_id())
-        if reply["t"] == "error":
-            raise BotError(f"bot refused the media stream: {reply.get('message', '')}")
-        return self.stream
-
-    def _write(self, kind: str, **fields: Any) -> None:
+    def _send(self, message: Message) -> None:
         if self._writer is not None and not self._writer.is_closing():
-            self._writer.write(wire.encode(kind, **fields))
+            self._writer.write(encode(message))
+
+    def _ask_stop(self, reason: str) -> None:
+        self._send(Stop(reason=reason))
 
     def preload(self, models: list[dict[str, Any]]) -> None:
         """A warm bot: hold `models` for its session (runtime.model_preload)."""
         if self.session_id is None:
-            self._write("preload", models=models)
-
-    async def wait_exit(self) -> BotExit:
-        return await asyncio.shield(self._exit)
-
-    async def stop(self, reason: str, grace: float = 2.0) -> None:
-        self._stop_reason = self._stop_reason or reason
-        if self._exit.done():
-            return
-        if self._writer is not None and not self._writer.is_closing():
-            self._writer.write(wire.encode("stop", reason=reason))
-        try:
-            await asyncio.wait_for(asyncio.shield(self._exit), grace)
-        except asyncio.TimeoutError:
-            self.kill()
-            await asyncio.shield(self._exit)
+            self._send(Preload(models=models))
 
     def memory_mb(self) -> float | None:
         return pss_mb(self.info.pid) if self.info.pid else None
@@ -213,18 +152,19 @@ class LocalBot:
 class TemplateLink:
     """The control plane's view of one agent's template process."""
 
-    def __init__(self, agent: str, bot: str) -> None:
-        self.agent = agent
-        self.bot = bot
+    def __init__(self, spec: BotSpec) -> None:
+        self.agent = spec.agent
+        self.spec = spec
         self.process: asyncio.subprocess.Process | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.ready = asyncio.Event()
-        self.info: dict[str, Any] = {}
+        self.info: TemplateReady | None = None
         self.restarts = 0
 
     def status(self) -> dict[str, Any]:
-        return {"ready": self.ready.is_set(), "pid": self.info.get("pid"), "restarts": self.restarts,
-                "import_s": self.info.get("import_s"), "preload_s": self.info.get("preload_s")}
+        info = self.info
+        return {"ready": self.ready.is_set(), "pid": info.pid if info else None, "restarts": self.restarts,
+                "import_s": info.import_s if info else None, "preload_s": info.preload_s if info else None}
 
 
 class LocalBackend:
@@ -232,37 +172,25 @@ class LocalBackend:
 
     def __init__(
         self,
-        agents: dict[str, str],
+        specs: dict[str, BotSpec],  # agent -> its bots' settings
         *,
         runtime_dir: Path,
         ice_servers: IceServersFor = no_ice_servers,
-        advertised_addresses: list[str],
         bot_start_timeout: float,
-        log_level: str = "INFO",
         env: dict[str, str] | None = None,
         template_start_timeout: float = 180.0,
         cpu_limits: dict[str, int] | None = None,
-        idle_timeout: float = 60.0,
         cpu_shares: bool = True,
-        reconnect_s: float = 15.0,
-        media_ports: tuple[int, int] | None = None,
-        log_format: str = "text",
         preload_models: set[str] | None = None,
     ) -> None:
-        self.templates = {name: TemplateLink(name, bot) for name, bot in agents.items()}
+        self.templates = {name: TemplateLink(spec) for name, spec in specs.items()}
         self.socket_path = str(runtime_dir / "control.sock")
         self.ice_servers = ice_servers  # given to each bot with its session, credentials minted for it
-        self.media_ports = media_ports
-        self.log_format = log_format
-        self.advertised_addresses = advertised_addresses
         self.bot_start_timeout = bot_start_timeout
         self.template_start_timeout = template_start_timeout
-        self.log_level = log_level
-        self.env = env or {}
+        self.env = env or {}  # the bots' environment (secrets: never on a command line)
         self.bots: dict[str, LocalBot] = {}
         self.cpu_limits = cpu_limits or {}
-        self.idle_timeout = idle_timeout
-        self.reconnect_s = reconnect_s
         self.cpu = CpuLimiter(enabled=cpu_shares)
         self.on_resumed: Callable[[LocalBot], None] = lambda bot: bot.kill()  # replaced by the service
         self.on_nodes_changed: Callable[[], None] = lambda: None  # one machine: its nodes never change
@@ -270,7 +198,7 @@ class LocalBackend:
         self.tasks = BackgroundTasks(log)
         self.closing = False
         # Agents whose warm bots pre-build the models their bot built in its last session.
-        self.manifests = ModelManifests(set(agents) if preload_models is None else preload_models)
+        self.manifests = ModelManifests(set(specs) if preload_models is None else preload_models)
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -318,17 +246,11 @@ class LocalBackend:
 
     async def _supervise(self, link: TemplateLink) -> None:
         """Run the agent's template; start a new one if it dies (live bots carry on)."""
-        spec = {
-            "agent": link.agent, "bot": link.bot, "control_socket": self.socket_path,
-            "advertised_addresses": self.advertised_addresses, "media_ports": self.media_ports,
-            "log_level": self.log_level, "log_format": self.log_format, "idle_timeout": self.idle_timeout,
-            "reconnect_s": self.reconnect_s,
-        }
         backoff = 0.5
         while not self.closing:
             started = time.monotonic()
             link.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "voxfleet.runtime.local.template", json.dumps(spec),
+                sys.executable, "-m", "voxfleet.runtime.local.template", self.socket_path, link.spec.to_json(),
                 env={**os.environ, **self.env}, stdin=asyncio.subprocess.DEVNULL,
                 preexec_fn=die_with_parent,
             )
@@ -354,12 +276,11 @@ class LocalBackend:
             bot.on_assigned = lambda: self.cpu.set_share(bot_id, self.cpu_limits[agent])
         self.bots[bot_id] = bot
         self.tasks.spawn(self._forget_when_done(bot), f"bot-exit:{bot_id}")
-        fields: dict[str, Any] = {"bot_id": bot_id}
         if session_id is not None:
-            fields.update(session_id=session_id, body=body, ice_servers=self.ice_servers(session_id))
+            start = SessionStart(session_id=session_id, body=body, ice_servers=self.ice_servers(session_id))
+            link.writer.write(encode(Fork(bot_id=bot_id, start=start)))
         else:
-            fields.update(preload=self.manifests.for_agent(agent))
-        link.writer.write(wire.encode("fork", **fields))
+            link.writer.write(encode(Fork(bot_id=bot_id, preload=self.manifests.for_agent(agent))))
         waiter = bot.hello if session_id is not None else bot.warm_ready
         try:
             await asyncio.wait_for(asyncio.shield(waiter), self.bot_start_timeout)
@@ -396,35 +317,37 @@ class LocalBackend:
             first = await reader.readline()
             if not first:
                 return
-            message = wire.decode(first)
-            if message["t"] == "template_ready":
-                link = self.templates.get(message.get("agent", ""))
+            message = decode(first)
+            if isinstance(message, TemplateReady):
+                link = self.templates.get(message.agent)
                 if link is None:
                     log.error("unknown template connected: %s", message)
                     return
                 link.writer = writer
                 link.info = message
                 link.ready.set()
-                log.info("agent %s: template pid %s ready", link.agent, message.get("pid"))
+                log.info("agent %s: template pid %s ready", link.agent, message.pid)
                 while line := await reader.readline():
-                    self._on_template_message(wire.decode(line))
-            elif message["t"] == "bot_resume":
-                bot = LocalBot(message["bot_id"], message["agent"], message["session_id"])
-                bot.attach(writer, message["pid"])
+                    self._on_template_message(decode(line))
+            elif isinstance(message, BotResume):
+                bot = LocalBot(message.bot_id, message.agent, message.session_id)
+                bot.attach(writer, message.pid)
                 self.bots[bot.bot_id] = bot
                 self.tasks.spawn(self._forget_when_done(bot), f"bot-exit:{bot.bot_id}")
                 log.info("session %s: bot pid %s rejoined", bot.session_id, bot.info.pid)
                 self.on_resumed(bot)
                 while line := await reader.readline():
-                    bot.on_message(wire.decode(line))
-            elif message["t"] == "bot_hello":
-                bot = self.bots.get(message.get("bot_id", ""))
+                    bot.on_message(decode(line))
+            elif isinstance(message, BotHello):
+                bot = self.bots.get(message.bot_id)
                 if bot is None:
-                    log.warning("unknown bot %s connected; ignoring", message.get("bot_id"))
+                    log.warning("unknown bot %s connected; ignoring", message.bot_id)
                     return
-                bot.attach(writer, message["pid"])
+                bot.attach(writer, message.pid)
                 while line := await reader.readline():
-                    bot.on_message(wire.decode(line))
+                    bot.on_message(decode(line))
+            else:
+                log.warning("control link opened with an unexpected %s message; closed", message.kind)
         except (ConnectionError, wire.WireError) as exc:
             log.warning("control link error: %s", exc)
         finally:
@@ -436,22 +359,21 @@ class LocalBackend:
                 self.tasks.spawn(self._confirm_exit(bot), f"confirm-exit:{bot.bot_id}")
             writer.close()
 
-    def _on_template_message(self, message: dict[str, Any]) -> None:
-        bot = self.bots.get(message.get("bot_id") or "")
+    def _on_template_message(self, message: Message) -> None:
+        bot = self.bots.get(getattr(message, "bot_id", None) or "")
         if bot is None:
             return
-        if message["t"] == "forked":
-            bot.info.pid = message["pid"]
+        if isinstance(message, Forked):
+            bot.info.pid = message.pid
             if bot.agent in self.cpu_limits:
                 # A warm bot initialises in the background so it never slows live calls; it gets
                 # its profile's share when it is assigned a session.
                 share = self.cpu_limits[bot.agent] if bot.session_id else 0
                 self.cpu.limit(bot.bot_id, bot.info.pid, share)
-        elif message["t"] == "exited":
-            bot.on_exit(message.get("exit_code"), message.get("signal"))
-            code, sig = message.get("exit_code"), message.get("signal")
+        elif isinstance(message, Exited):
+            bot.on_exit(message.exit_code, message.signal)
             log.info("session %s: bot %s pid %s exited (code %s, signal %s)", bot.session_id, bot.bot_id,
-                     message["pid"], code, sig)
+                     message.pid, message.exit_code, message.signal)
 
     async def _confirm_exit(self, bot: LocalBot) -> None:
         """The bot's link closed. Its template normally reports the exit at once; if the

@@ -1,8 +1,9 @@
 """The template process: imports everything once, then forks one child per session.
 
-Run as ``python -m voxfleet.runtime.local.template '<json spec>'`` by the local backend. It
+Run as ``python -m voxfleet.runtime.local.template CONTROL_SOCKET '<BotSpec as JSON>'`` by the
+local backend. It
 imports Pipecat, aiortc and the agent's bot module, runs the bot's optional ``preload()``, then
-connects to the control socket and waits for ``fork`` commands. Each child hosts exactly one
+connects to the control socket and waits for ``Fork`` messages. Each child hosts exactly one
 session (see ``runtime/bot_host.py``) and exits; the template reaps it and reports how it ended.
 
 The template stays single-threaded and runs no event loop, so a fork copies a clean process.
@@ -10,7 +11,6 @@ The template stays single-threaded and runs no event loop, so a fork copies a cl
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import selectors
@@ -19,9 +19,8 @@ import socket
 import sys
 import threading
 import time
-from typing import Any
 
-from voxfleet.runtime import wire
+from voxfleet.runtime.messages import BotSpec, Exited, Fork, Forked, Message, Shutdown, TemplateReady, decode, encode
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +43,10 @@ OPTIONAL_WARM_IMPORTS = ("openai.resources.chat.completions", "httpx", "aiohttp"
 
 
 class Template:
-    def __init__(self, spec: dict[str, Any]) -> None:
+    def __init__(self, control_socket: str, spec: BotSpec) -> None:
+        self.control_socket = control_socket
         self.spec = spec
-        self.agent: str = spec["agent"]
+        self.agent = spec.agent
         self.children: dict[int, str] = {}  # pid -> bot_id
         self.sock: socket.socket | None = None
         self.module = None
@@ -64,7 +64,7 @@ class Template:
                 importlib.import_module(name)
             except ImportError:
                 pass
-        self.module = load_bot_module(self.spec["bot"], self.agent)
+        self.module = load_bot_module(self.spec.bot, self.agent)
         t1 = time.monotonic()
         preload = getattr(self.module, "preload", None)
         if callable(preload):
@@ -77,20 +77,20 @@ class Template:
             )
         return {"import_s": round(t1 - t0, 3), "preload_s": round(t2 - t1, 3)}
 
-    def send(self, kind: str, **fields: Any) -> None:
+    def send(self, message: Message) -> None:
         assert self.sock is not None
-        self.sock.sendall(wire.encode(kind, **fields))
+        self.sock.sendall(encode(message))
 
     def serve(self, timings: dict[str, float]) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(self.spec["control_socket"])
+        self.sock.connect(self.control_socket)
         rfd, wfd = os.pipe()
         os.set_blocking(wfd, False)
         os.set_blocking(rfd, False)
         signal.set_wakeup_fd(wfd)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.signal(signal.SIGTERM, lambda *_: None)
-        self.send("template_ready", agent=self.agent, pid=os.getpid(), **timings)
+        self.send(TemplateReady(agent=self.agent, pid=os.getpid(), **timings))
 
         selector = selectors.DefaultSelector()
         selector.register(self.sock, selectors.EVENT_READ, "control")
@@ -112,24 +112,21 @@ class Template:
                 buffer += data
                 while b"\n" in buffer:
                     line, buffer = buffer.split(b"\n", 1)
-                    message = wire.decode(line)
-                    if message["t"] == "fork":
+                    message = decode(line)
+                    if isinstance(message, Fork):
                         self.fork(message, (rfd, wfd))
-                    elif message["t"] == "shutdown":
+                    elif isinstance(message, Shutdown):
                         stopping = True
         self.shutdown()
 
-    def fork(self, message: dict[str, Any], pipe: tuple[int, int]) -> None:
-        bot_id = message["bot_id"]
+    def fork(self, message: Fork, pipe: tuple[int, int]) -> None:
         pid = os.fork()
         if pid == 0:
-            self.become_bot(bot_id, message.get("session_id"), message.get("body"), message.get("ice_servers"), pipe,
-                            message.get("preload"))
-        self.children[pid] = bot_id
-        self.send("forked", bot_id=bot_id, pid=pid)
+            self.become_bot(message, pipe)
+        self.children[pid] = message.bot_id
+        self.send(Forked(bot_id=message.bot_id, pid=pid))
 
-    def become_bot(self, bot_id: str, session_id: str | None, body: Any, ice_servers: list[dict[str, Any]] | None,
-                   pipe: tuple[int, int], preload: list[dict[str, Any]] | None = None) -> None:
+    def become_bot(self, message: Fork, pipe: tuple[int, int]) -> None:
         code = 70
         try:
             signal.set_wakeup_fd(-1)
@@ -142,23 +139,17 @@ class Template:
             from voxfleet.runtime.bot_host import run_bot_host
 
             code = run_bot_host(
-                control_socket=self.spec["control_socket"],
-                bot_id=bot_id,
-                session_id=session_id,
-                agent=self.agent,
+                control_socket=self.control_socket,
+                spec=self.spec,
+                bot_id=message.bot_id,
+                start=message.start,
                 bot=self.module.bot,
                 warmup=getattr(self.module, "warmup", None),
-                body=body,
-                ice_servers=ice_servers or [],
-                media_ports=tuple(self.spec["media_ports"]) if self.spec.get("media_ports") else None,
-                advertised_addresses=self.spec.get("advertised_addresses", []),
-                log_level=self.spec.get("log_level", "INFO"),
-                idle_timeout=self.spec.get("idle_timeout", 60.0),
-                reconnect_s=self.spec.get("reconnect_s", 15.0),
-                preload=preload,
+                preload=message.preload,
             )
         except BaseException:  # noqa: BLE001 - a forked child must never return into the template
-            log.exception("bot %s (session %s): bot host failed", bot_id, session_id)
+            log.exception("bot %s (session %s): bot host failed", message.bot_id,
+                          message.start.session_id if message.start else None)
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -174,13 +165,8 @@ class Template:
                 return
             bot_id = self.children.pop(pid, None)
             code = os.waitstatus_to_exitcode(status)
-            self.send(
-                "exited",
-                bot_id=bot_id,
-                pid=pid,
-                exit_code=code if code >= 0 else None,
-                signal=-code if code < 0 else None,
-            )
+            self.send(Exited(bot_id=bot_id, pid=pid, exit_code=code if code >= 0 else None,
+                             signal=-code if code < 0 else None))
 
     def shutdown(self) -> None:
         """Leave the children running: a bot in a call survives its template (and a restart of
@@ -191,15 +177,14 @@ class Template:
 
 
 def main() -> None:
-    spec = json.loads(sys.argv[1])
+    control_socket, spec = sys.argv[1], BotSpec.from_json(sys.argv[2])
     from voxfleet.observability.logs import configure_logging
 
-    configure_logging(spec.get("log_level", "INFO"), process=f"template:{spec['agent']}",
-                      log_format=spec.get("log_format", "text"))
-    template = Template(spec)
+    configure_logging(spec.log_level, process=f"template:{spec.agent}", log_format=spec.log_format)
+    template = Template(control_socket, spec)
     timings = template.prepare()
     log.info("agent %s: template ready in %.2fs (imports %.2fs, preload %.2fs)",
-             spec["agent"], sum(timings.values()), timings["import_s"], timings["preload_s"])
+             spec.agent, sum(timings.values()), timings["import_s"], timings["preload_s"])
     template.serve(timings)
 
 

@@ -23,92 +23,50 @@ from collections.abc import Callable
 from typing import Any
 
 from voxfleet.exceptions import BotError, BotStartFailed, NotReady, SignalingTimeout, Unplaceable
-from voxfleet.observability.turns import TurnBreakdown
-from voxfleet.runtime.protocol import BotExit, BotInfo, NodeInfo
-from voxfleet.runtime.streams import RelayStream, clock_id
+from voxfleet.runtime.messages import BotSpec, Memory, Message, SessionStart
+from voxfleet.runtime.protocol import BotExit, BotInfo, IceServersFor, NodeInfo, no_ice_servers
+from voxfleet.runtime.remote_bot import RemoteBot
 from voxfleet.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
 BANDWIDTH = "bandwidth_kbps"  # the custom resource every bot node offers, in kbit/s
-IceServersFor = Callable[[str], list[dict[str, Any]]]
 
 
-class RayBot:
+class RayBot(RemoteBot):
     """A bot actor, seen from the control plane. Warm bots have no session yet."""
 
     def __init__(self, actor: Any, bot_id: str, agent: str, session_id: str | None, node: NodeInfo,
                  ice_servers: IceServersFor) -> None:
+        super().__init__(bot_id, agent, session_id, ice_servers, BotInfo(node=node.address, region=node.region))
         self.actor = actor
-        self.bot_id = bot_id
-        self.agent = agent
-        self.session_id = session_id
         self.node = node
-        self.ice_servers = ice_servers
-        self.info = BotInfo(node=node.address, region=node.region)
         self._memory_mb: float | None = None
-        self._stop_reason: str | None = None
         self._lost: str | None = None  # set when our node left the cluster
-        self._exit: asyncio.Future[BotExit] = asyncio.get_running_loop().create_future()
-        self.stream: RelayStream | None = None
+        self._frames = itertools.count()  # a relayed media WebSocket's caller frames, numbered
 
-    # -- the BotHandle protocol -------------------------------------------------------------
-    async def _call(self, method: str, timeout: float, *args: Any) -> Any:
+    # -- RemoteBot, over actor calls --------------------------------------------------------
+    async def _exchange(self, request: Message, timeout: float) -> Message:
         import ray
 
         if self._exit.done():
             raise BotError(f"bot {self.bot_id} (session {self.session_id}) is not running")
         try:
-            return await asyncio.wait_for(getattr(self.actor, method).remote(*args), timeout)
+            return await asyncio.wait_for(self.actor.request.remote(request), timeout)
         except asyncio.TimeoutError:
             raise SignalingTimeout(self.session_id or self.bot_id, timeout) from None
         except ray.exceptions.RayActorError as exc:
             raise BotError(f"bot {self.bot_id} (session {self.session_id}) went away: {exc.error_msg[:200]}") from None
 
-    async def assign(self, session_id: str, body: Any, timeout: float) -> None:
-        self.session_id = session_id
-        await self._call("assign", timeout, session_id, body, self.ice_servers(session_id))
+    def _send(self, message: Message) -> None:
+        self.actor.ws_frame.remote(next(self._frames), message)
 
-    async def offer(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
-        reply = await self._call("offer", timeout, request)
-        if "error" in reply:
-            raise BotError(f"bot rejected the offer: {reply['error']}")
-        return {k: reply["answer"][k] for k in ("sdp", "type", "pc_id") if k in reply["answer"]}
-
-    async def add_ice_candidates(self, pc_id: str, candidates: list[dict[str, Any]], timeout: float) -> None:
-        reply = await self._call("ice", timeout, pc_id, candidates)
-        if "error" in reply:
-            raise BotError(f"bot rejected the candidates: {reply['error']}")
-
-    async def open_stream(self, request: dict[str, Any], timeout: float) -> RelayStream:
-        """A media WebSocket (phone call, generic client) relayed to the actor: caller frames as
-        numbered actor calls, the bot's frames with its other observations (``events``)."""
-        if self.stream is not None:
-            raise BotError(f"session {self.session_id} already has a media stream")
-        frames = itertools.count()
-        self.stream = RelayStream(lambda kind, **fields: self.actor.ws_frame.remote(next(frames), kind, fields))
-        reply = await self._call("ws_open", timeout, {**request, "clock": clock_id()})
-        if "error" in reply:
-            raise BotError(f"bot refused the media stream: {reply['error']}")
-        return self.stream
+    def _ask_stop(self, reason: str) -> None:
+        self.actor.stop.remote(reason)  # its reply is not needed: run() returns when the bot is done
 
     def memory_mb(self) -> float | None:
-        return self._memory_mb  # sampled inside the bot, which enforces its own limit
-
-    async def wait_exit(self) -> BotExit:
-        return await asyncio.shield(self._exit)
-
-    async def stop(self, reason: str, grace: float = 2.0) -> None:
-        self._stop_reason = self._stop_reason or reason
-        if self._exit.done():
-            return
-        self.actor.stop.remote(reason)  # its reply is not needed: run() returns when the bot is done
-        try:
-            await asyncio.wait_for(asyncio.shield(self._exit), grace)
-        except asyncio.TimeoutError:
-            self.kill()
-            await asyncio.shield(self._exit)
+        return self._memory_mb  # sampled inside the bot; the session service holds it to the profile
 
     def kill(self) -> None:
         import ray
@@ -178,28 +136,13 @@ class RayBot:
             except ray.exceptions.RayActorError:
                 return
             cursor += len(batch)
-            for kind, fields in batch:
-                self._observe(kind, fields)
+            for message in batch:
+                if isinstance(message, Memory):
+                    self._memory_mb = message.mb
+                else:
+                    self.observe(message)
             if finished:
                 return
-
-    def _observe(self, kind: str, fields: dict[str, Any]) -> None:
-        if kind in ("ws_out", "ws_close", "relay_stats"):
-            if self.stream is not None:
-                self.stream.on_bot_message({"t": kind, **fields})
-        elif kind == "event":
-            self.info.events[fields.get("name", "event")] = time.time()
-        elif kind == "warm_ready":
-            self.info.warmup_ms = fields.get("warmup_ms")
-            self.info.events["warm_ready"] = time.time()
-        elif kind == "turn":
-            self.info.turns.append(TurnBreakdown.from_report(fields))
-        elif kind == "transcript":
-            self.info.transcript.append({k: fields[k] for k in ("role", "text", "at")})
-        elif kind == "ttfb":
-            self.info.ttfb_s.setdefault(fields["processor"], []).append(fields["seconds"])
-        elif kind == "memory":
-            self._memory_mb = fields["mb"]
 
 
 class RayBackend:
@@ -207,23 +150,19 @@ class RayBackend:
 
     def __init__(
         self,
-        agents: dict[str, str],
+        specs: dict[str, BotSpec],  # agent -> its bots' settings
         *,
         profiles: dict[str, tuple[int, int, int]],  # agent -> (cpu_millis, mem_mb, kbps)
         address: str,
         namespace: str = "voxfleet",
         region_label: str = "region",
-        ice_servers: IceServersFor = lambda _session_id: [],
+        ice_servers: IceServersFor = no_ice_servers,
         placement_timeout: float = 20.0,
         bot_start_timeout: float = 20.0,
         node_check_s: float = 1.0,
-        log_level: str = "INFO",
         env: dict[str, str] | None = None,
-        idle_timeout: float = 60.0,
-        max_session_s: float = 3600.0,
-        memory_check_s: float = 1.0,
     ) -> None:
-        self.agents = agents
+        self.specs = specs
         self.profiles = profiles
         self.address = address
         self.namespace = namespace
@@ -232,11 +171,7 @@ class RayBackend:
         self.placement_timeout = placement_timeout
         self.bot_start_timeout = bot_start_timeout
         self.node_check_s = node_check_s
-        self.log_level = log_level
-        self.env = env or {}
-        self.idle_timeout = idle_timeout
-        self.max_session_s = max_session_s
-        self.memory_check_s = memory_check_s
+        self.env = env or {}  # the bots' environment, set in each actor's process
         self.bots: dict[str, RayBot] = {}
         self._nodes: dict[str, NodeInfo] = {}
         self._actor_class: Any = None
@@ -332,15 +267,13 @@ class RayBackend:
         if node is None:
             raise Unplaceable(f"node {node_id} is no longer in the cluster")
         cpu_millis, mem_mb, kbps = self.profiles[agent]
-        spec = {"agent": agent, "bot": self.agents[agent], "bot_id": bot_id, "session_id": session_id,
-                "body": body, "ice_servers": self.ice_servers(session_id) if session_id else [],
-                "env": self.env, "log_level": self.log_level, "idle_timeout": self.idle_timeout,
-                "mem_limit_mb": mem_mb, "max_session_s": self.max_session_s, "memory_check_s": self.memory_check_s}
+        start = (SessionStart(session_id=session_id, body=body, ice_servers=self.ice_servers(session_id))
+                 if session_id is not None else None)
         actor = self._actor_class.options(
             num_cpus=cpu_millis / 1000, memory=mem_mb * MiB, resources={BANDWIDTH: kbps},
             scheduling_strategy=NodeAffinitySchedulingStrategy(node.node_id, soft=False),
             max_restarts=0, max_task_retries=0, max_concurrency=64,
-        ).remote(spec)
+        ).remote(self.specs[agent], bot_id, start, self.env)
         bot = RayBot(actor, bot_id, agent, session_id, node, self.ice_servers)
         try:
             bot.info.pid = await asyncio.wait_for(actor.ping.remote(), self.placement_timeout)

@@ -1,0 +1,370 @@
+"""The bot side's session logic: ONE session of one bot process, whoever drives it.
+
+A bot starts either with its session (cold start) or without one (a warm bot): then it runs
+the bot module's optional ``async def warmup()`` (session-independent set-up that must happen
+after the fork), reports ``WarmReady`` and waits to be assigned a session. It answers the
+session's WebRTC signaling with Pipecat's own ``SmallWebRTCRequestHandler`` (media then flows
+client <-> this process directly), or takes a media WebSocket relayed by the control plane, runs
+the user's unchanged ``bot(runner_args)``, and tells how the session ended (``finish``).
+
+:class:`BotSession` does no I/O with the control plane: requests come in as messages
+(``runtime.messages``), replies go back as return values and observations through ``emit``.
+Two thin drivers move them: the control socket (``bot_host``, the local backend's forked bots)
+and Ray actor calls (``ray.actor``).
+
+The session's ICE servers (TURN credentials minted for this session) arrive with the session,
+and the bot's peer connection uses them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from voxfleet.exceptions import MediaPortsExhausted
+from voxfleet.runtime.messages import (
+    Answer,
+    Assign,
+    Assigned,
+    BotSpec,
+    Error,
+    Event,
+    Ice,
+    IceOk,
+    Message,
+    ModelLoad,
+    Offer,
+    Preloaded,
+    RelayStats,
+    SessionStart,
+    Turn,
+    WarmReady,
+    WsClose,
+    WsIn,
+    WsOpen,
+    WsOpened,
+)
+from voxfleet.runtime.rtvi import RtviObserver
+
+log = logging.getLogger(__name__)
+
+BotFunction = Callable[[Any], Awaitable[Any]]
+Emit = Callable[[Message], None]
+
+
+class BotSession:
+    def __init__(
+        self,
+        *,
+        spec: BotSpec,
+        bot_id: str,
+        start: SessionStart | None,
+        bot: BotFunction,
+        warmup: Callable[[], Awaitable[Any]] | None,
+        emit: Emit,
+        preload: list[dict[str, Any]] | None = None,
+    ) -> None:
+        from pipecat.transports.smallwebrtc.connection import IceServer
+        from pipecat.transports.smallwebrtc.request_handler import (
+            ConnectionMode,
+            SmallWebRTCRequestHandler,
+        )
+
+        from voxfleet.runtime.model_preload import ModelPreloader
+
+        self.spec = spec
+        self.bot_id = bot_id
+        self.session_id = start.session_id if start else None
+        self.body = start.body if start else None
+        self.bot = bot
+        self.warmup = warmup
+        self.emit = emit
+        self.assigned = asyncio.Event()
+        if start is not None:
+            self.assigned.set()
+        self.handler = SmallWebRTCRequestHandler(
+            ice_servers=[IceServer(**s) for s in (start.ice_servers if start else [])],
+            connection_mode=ConnectionMode.SINGLE,
+        )
+        self.bot_task: asyncio.Task | None = None
+        self.client_left = False
+        self.client_left_detail = ""
+        self.stop_requested: str | None = None
+        self.done = asyncio.Event()
+        self.tasks: set[asyncio.Task] = set()
+        self.stream: Any = None  # a RelayedWebSocket once a media WebSocket session opened
+        # Models this agent's bot built in its last session, built here before ours (warm bots).
+        self.preload = preload or []
+        self.preloader = ModelPreloader(
+            lambda entry: self.emit(ModelLoad(model=entry, in_session=self.assigned.is_set())))
+        self.preloader.install()
+
+    # -- a warm bot ---------------------------------------------------------------------------
+    async def prepare_warm(self) -> None:
+        started = time.monotonic()
+        problems = await self.sync_preload(self.preload) if self.preload else []
+        if self.warmup is not None:
+            try:
+                await self.warmup()
+            except Exception as exc:  # noqa: BLE001 - a failed warm-up is reported; the bot exits
+                log.error("bot %s: warmup() failed: %s: %s", self.bot_id, type(exc).__name__, exc)
+                self.stop("warmup_failed")
+                return
+        self.emit(WarmReady(warmup_ms=round((time.monotonic() - started) * 1000, 1),
+                            preloaded=self.preloader.prebuilt_count(), preload_problems=problems))
+
+    async def sync_preload(self, manifest: list[dict[str, Any]]) -> list[str]:
+        """Build (off the event loop) the models `manifest` lists that this bot does not hold yet."""
+        problems = await asyncio.to_thread(self.preloader.prebuild, manifest)
+        for problem in problems:
+            log.warning("bot %s: model not pre-loaded: %s", self.bot_id, problem)
+        self.emit(Preloaded(count=self.preloader.prebuilt_count()))
+        return problems
+
+    def preload_more(self, models: list[dict[str, Any]]) -> None:
+        """The agent's bot loads other models now: a warm bot builds them too."""
+        if not self.assigned.is_set():
+            self.spawn(self.sync_preload(models))
+
+    def assign(self, request: Assign) -> Assigned:
+        self.take_session(request.start)
+        return Assigned(id=request.id, session_id=request.start.session_id)
+
+    def take_session(self, start: SessionStart) -> None:
+        from pipecat.transports.smallwebrtc.connection import IceServer
+
+        self.session_id = start.session_id
+        self.body = start.body
+        self.handler.update_ice_servers([IceServer(**s) for s in start.ice_servers])
+        self.assigned.set()
+
+    def relabel_logs(self) -> None:
+        from voxfleet.observability.logs import configure_logging
+
+        configure_logging(self.spec.log_level, process=f"bot:{self.session_id}")
+
+    # -- the session's end --------------------------------------------------------------------
+    async def finish(self) -> tuple[int, str, str]:
+        """Wait for the session to end, close its peer connection; (exit code, reason, detail)."""
+        try:
+            await self.done.wait()
+        finally:
+            for task in list(self.tasks):
+                task.cancel()
+            await self.handler.close()
+        code, reason, detail = self.outcome()
+        if self.stream is not None:
+            self.emit(RelayStats(**self.stream.stats()))
+            if not self.stream.closed_by_bot and self.stream.closed_by_peer is None:
+                self.emit(WsClose(code=1000, reason=f"session ended ({reason})"))
+        return code, reason, detail
+
+    def outcome(self) -> tuple[int, str, str]:
+        if self.bot_task is None or self.bot_task.cancelled():
+            return 0, self.stop_requested or "hangup", "bot never ran" if self.bot_task is None else ""
+        error = self.bot_task.exception()
+        if error is not None:
+            detail = "".join(traceback.format_exception_only(type(error), error)).strip()
+            return 1, "bot_error", detail
+        if self.stop_requested:
+            return 0, self.stop_requested, ""
+        return 0, "hangup" if self.client_left else "bot_ended", self.client_left_detail
+
+    def stop(self, reason: str) -> None:
+        self.stop_requested = self.stop_requested or reason
+        if self.bot_task is not None and not self.bot_task.done():
+            self.bot_task.cancel()
+        else:
+            self.done.set()
+
+    def spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def bot_finished(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            error = task.exception()
+            log.error("session %s: bot raised %s: %s", self.session_id, type(error).__name__, error)
+        self.done.set()
+
+    # -- requests of the control plane: each answered with its reply ---------------------------
+    async def answer_offer(self, request: Offer) -> Answer | Error:
+        """Answer a SmallWebRTC offer; the first one starts the bot."""
+        from pipecat.transports.smallwebrtc.request_handler import SmallWebRTCRequest
+
+        try:
+            answer = await self.handler.handle_web_request(
+                SmallWebRTCRequest(sdp=request.sdp, type=request.type, pc_id=request.pc_id,
+                                   restart_pc=request.restart_pc, request_data=request.request_data),
+                self.start_bot,
+            ) or {}
+        except MediaPortsExhausted as exc:
+            log.error("session %s: %s", self.session_id, exc)
+            return Error(id=request.id, message=str(exc), code=exc.code, media_ports=[exc.first, exc.last, exc.host])
+        except Exception as exc:  # noqa: BLE001 - reported to the control plane, which maps it
+            return Error(id=request.id, message=f"{type(exc).__name__}: {exc}")
+        return Answer(id=request.id, sdp=answer.get("sdp"), type=answer.get("type"), pc_id=answer.get("pc_id"))
+
+    async def add_candidates(self, request: Ice) -> IceOk | Error:
+        """Add trickled ICE candidates ({candidate, sdp_mid, sdp_mline_index})."""
+        from pipecat.transports.smallwebrtc.request_handler import IceCandidate, SmallWebRTCPatchRequest
+
+        try:
+            await self.handler.handle_patch_request(SmallWebRTCPatchRequest(
+                pc_id=request.pc_id, candidates=[IceCandidate(**c) for c in request.candidates]))
+        except Exception as exc:  # noqa: BLE001
+            detail = getattr(exc, "detail", None) or f"{type(exc).__name__}: {exc}"
+            return Error(id=request.id, message=str(detail))
+        return IceOk(id=request.id)
+
+    async def answer_stream(self, request: WsOpen) -> WsOpened | Error:
+        try:
+            await self.open_stream(request)
+        except Exception as exc:  # noqa: BLE001 - reported to the control plane, which maps it
+            return Error(id=request.id, message=f"{type(exc).__name__}: {exc}")
+        return WsOpened(id=request.id)
+
+    # -- the media -------------------------------------------------------------------------
+    async def open_stream(self, request: WsOpen) -> None:
+        """A media WebSocket for this session (a phone call's stream, or a generic Pipecat
+        WebSocket client): run the bot on it with WebSocketRunnerArguments."""
+        from pipecat.runner.types import WebSocketRunnerArguments
+
+        from voxfleet.runtime.ws_relay import RelayedWebSocket
+
+        if self.stream is not None or self.bot_task is not None:
+            raise RuntimeError("this session's bot is already connected")
+        self.stream = RelayedWebSocket(self.emit, request)
+        await self.stream.websocket.accept()
+        self.observe_websocket_rtvi()
+        self.observe_turns()
+        runner_args = WebSocketRunnerArguments(
+            websocket=self.stream.websocket, body=self.body, session_id=self.session_id,
+            transport_type="websocket" if request.transport == "websocket" else None,
+        )
+        self.bot_task = asyncio.create_task(self.bot(runner_args), name=f"bot:{self.session_id}")
+        self.bot_task.add_done_callback(self.bot_finished)
+        self.emit(Event(name="bot_started", at=time.time()))
+
+    def stream_in(self, message: WsIn) -> None:
+        """A frame from the caller."""
+        if self.stream is not None:
+            self.stream.deliver(message)
+
+    def stream_closed(self, message: WsClose) -> None:
+        """The caller's socket closed."""
+        if self.stream is not None:
+            self.client_left = True
+            self.client_left_detail = message.reason
+            self.stream.peer_closed(message.code)
+
+    async def start_bot(self, connection: Any) -> None:
+        from pipecat.runner.types import SmallWebRTCRunnerArguments
+
+        @connection.event_handler("closed")
+        async def on_closed(_connection: Any) -> None:
+            self.client_left = True
+
+        self.observe_rtvi(connection)
+        self.observe_turns()
+
+        @connection.event_handler("connected")
+        async def on_connected(_connection: Any) -> None:
+            self.emit(Event(name="client_connected", at=time.time()))
+
+        runner_args = SmallWebRTCRunnerArguments(
+            webrtc_connection=connection, body=self.body, session_id=self.session_id
+        )
+        self.spawn(self.watch_idle(connection))
+        self.bot_task = asyncio.create_task(self.bot(runner_args), name=f"bot:{self.session_id}")
+        self.bot_task.add_done_callback(self.bot_finished)
+        self.emit(Event(name="bot_started", at=time.time()))
+
+    # -- observing the bot without touching it --------------------------------------------------
+    def observe_rtvi(self, connection: Any) -> None:
+        """Report what the RTVI messages the bot sends its client tell (``rtvi``): the
+        connection's send_app_message is wrapped for this one session."""
+        send = connection.send_app_message
+        observe = self.rtvi_observer()
+
+        def observed(message: Any) -> Any:
+            observe(message)
+            return send(message)
+
+        connection.send_app_message = observed
+
+    def observe_websocket_rtvi(self) -> None:
+        """The same for a media WebSocket session. Telephony serializers drop RTVI messages (a
+        phone cannot show them), so they are read where the transport hands them to its serializer:
+        this process hosts one session, so the class of Pipecat's WebSocket output is wrapped here."""
+        from pipecat.transports.websocket.fastapi import FastAPIWebsocketOutputTransport
+
+        send_message = FastAPIWebsocketOutputTransport.send_message
+        observe = self.rtvi_observer()
+
+        async def observed(transport: Any, frame: Any) -> None:
+            observe(getattr(frame, "message", None))
+            await send_message(transport, frame)
+
+        FastAPIWebsocketOutputTransport.send_message = observed  # type: ignore[method-assign]
+
+    def observe_turns(self) -> None:
+        """Time every user turn of this session (voice-to-voice and its stages, see
+        ``observability.turns``) with an observer on each ``PipelineWorker`` the bot creates. The
+        bot is unchanged; this process hosts one session, so the class is wrapped here, once."""
+        from pipecat.pipeline.worker import PipelineWorker
+
+        from voxfleet.runtime.turn_observer import TurnLatencyObserver
+
+        if getattr(PipelineWorker.__init__, "voxfleet_observed", False):
+            return
+        init = PipelineWorker.__init__
+
+        def observed_init(worker: Any, *args: Any, **kwargs: Any) -> None:
+            init(worker, *args, **kwargs)
+            worker.add_observer(TurnLatencyObserver(self.report_turn))
+
+        observed_init.voxfleet_observed = True  # type: ignore[attr-defined]
+        PipelineWorker.__init__ = observed_init  # type: ignore[method-assign]
+
+    def report_turn(self, turn: Any) -> None:
+        self.emit(Turn(v2v_ms=turn.v2v_ms, stages_ms=turn.stages_ms, speech_end=turn.speech_end, at=time.time()))
+        log.info("session %s: turn voice-to-voice %.0f ms (%s)", self.session_id, turn.v2v_ms,
+                 ", ".join(f"{k} {v:.0f}" for k, v in turn.stages_ms.items()))
+
+    def rtvi_observer(self) -> Callable[[Any], None]:
+        parser = RtviObserver()
+
+        def observe(message: Any) -> None:
+            try:
+                for observation in parser.observe(message, time.time()):
+                    self.emit(observation)
+            except Exception as exc:  # noqa: BLE001 - observing must never break the call
+                log.debug("session %s: RTVI observation failed: %s", self.session_id, exc)
+
+        return observe
+
+    async def watch_idle(self, connection: Any) -> None:
+        """End the session when no packet at all (media, RTCP, data) arrived for `idle_timeout_s`:
+        the caller vanished without hanging up."""
+        idle_timeout = self.spec.idle_timeout_s
+        last_count, last_change = -1, time.monotonic()
+        while not self.done.is_set():
+            await asyncio.sleep(min(5.0, idle_timeout / 4))
+            try:
+                report = await connection.pc.getStats()
+            except Exception:  # noqa: BLE001 - the connection is closing
+                return
+            count = sum(getattr(s, "packetsReceived", 0) or 0 for s in report.values() if s.type == "transport")
+            now = time.monotonic()
+            if count != last_count:
+                last_count, last_change = count, now
+            elif now - last_change >= idle_timeout:
+                log.warning("session %s: no media for %.0fs; ending", self.session_id, now - last_change)
+                self.stop("idle_timeout")
+                return
