@@ -93,12 +93,13 @@ class BotHost:
         return code
 
     async def read_control(self, reader: asyncio.StreamReader) -> None:
-        while True:
-            await self._read_until_closed(reader)
+        current: asyncio.StreamReader | None = reader
+        while current is not None:
+            await self._read_until_closed(current)
             if self.session.done.is_set():
                 return
-            reader = await self._reconnect()
-            if reader is None:
+            current = await self._reconnect()
+            if current is None:
                 log.warning("session %s: control plane went away; ending the session", self.session.session_id)
                 self.session.stop("control_lost")
                 return

@@ -22,7 +22,7 @@ import asyncio
 import logging
 import time
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from voxfleet.exceptions import MediaPortsExhausted
@@ -52,7 +52,7 @@ from voxfleet.runtime.rtvi import RtviObserver
 
 log = logging.getLogger(__name__)
 
-BotFunction = Callable[[Any], Awaitable[Any]]
+BotFunction = Callable[[Any], Coroutine[Any, Any, Any]]
 Emit = Callable[[Message], None]
 
 
@@ -181,7 +181,7 @@ class BotSession:
         else:
             self.done.set()
 
-    def spawn(self, coro: Awaitable[None]) -> None:
+    def spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -311,7 +311,7 @@ class BotSession:
             observe(getattr(frame, "message", None))
             await send_message(transport, frame)
 
-        FastAPIWebsocketOutputTransport.send_message = observed  # type: ignore[method-assign]
+        FastAPIWebsocketOutputTransport.send_message = observed  # type: ignore[method-assign,assignment]
 
     def observe_turns(self) -> None:
         """Time every user turn of this session (voice-to-voice and its stages, see
@@ -330,7 +330,7 @@ class BotSession:
             worker.add_observer(TurnLatencyObserver(self.report_turn))
 
         observed_init.voxfleet_observed = True  # type: ignore[attr-defined]
-        PipelineWorker.__init__ = observed_init  # type: ignore[method-assign]
+        PipelineWorker.__init__ = observed_init  # type: ignore[method-assign,assignment]
 
     def report_turn(self, turn: Any) -> None:
         self.emit(Turn(v2v_ms=turn.v2v_ms, stages_ms=turn.stages_ms, speech_end=turn.speech_end, at=time.time()))

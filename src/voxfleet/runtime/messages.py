@@ -364,7 +364,9 @@ Message = Union[
     Turn, Transcript, Ttfb, Memory, WsOut, RelayStats, Ended,
 ]
 KINDS: dict[str, type] = {cls.kind: cls for cls in typing.get_args(Message)}
-REPLIES = (Assigned, Answer, IceOk, WsOpened, Error)  # answers to a request, matched by its id
+Request = Union[Assign, Offer, Ice, WsOpen]  # control -> bot, each answered by a Reply with its id
+Reply = Union[Assigned, Answer, IceOk, WsOpened, Error]
+REPLIES = typing.get_args(Reply)
 
 
 # -- the codec ----------------------------------------------------------------------------------
@@ -420,7 +422,7 @@ def _check(value: Any, annotation: Any, where: str) -> Any:
             except WireError as exc:
                 errors.append(exc)
         raise errors[0]
-    if dataclasses.is_dataclass(annotation):
+    if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
         if not isinstance(value, dict):
             raise WireError(f"{where} must be an object, got {_shown(value)}")
         return _build(annotation, value, where)

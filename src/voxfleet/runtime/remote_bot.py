@@ -30,6 +30,7 @@ from voxfleet.runtime.messages import (
     Offer,
     Preloaded,
     RelayStats,
+    Request,
     SessionStart,
     Transcript,
     Ttfb,
@@ -60,7 +61,7 @@ class RemoteBot:
         self._exit: asyncio.Future[BotExit] = asyncio.get_running_loop().create_future()
 
     # -- what a backend provides ------------------------------------------------------------
-    async def _exchange(self, request: Message, timeout: float) -> Message:
+    async def _exchange(self, request: Request, timeout: float) -> Message:
         """Send `request`; return the bot's reply. Raises SignalingTimeout or BotError."""
         raise NotImplementedError
 

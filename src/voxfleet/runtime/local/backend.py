@@ -33,6 +33,7 @@ from voxfleet.runtime.messages import (
     Forked,
     Message,
     Preload,
+    Request,
     SessionStart,
     Stop,
     TemplateReady,
@@ -109,10 +110,10 @@ class LocalBot(RemoteBot):
         self._exit.set_result(result)
 
     # -- RemoteBot, over the control socket -------------------------------------------------
-    async def _exchange(self, request: Message, timeout: float) -> Message:
+    async def _exchange(self, request: Request, timeout: float) -> Message:
         if self._writer is None or self._writer.is_closing() or self._exit.done():
             raise BotError(f"bot {self.bot_id} (session {self.session_id}) is not running")
-        request_id = request.id  # type: ignore[union-attr] - every request carries one
+        request_id = request.id
         future = asyncio.get_running_loop().create_future()
         self._requests[request_id] = future
         self._writer.write(encode(request))

@@ -19,6 +19,7 @@ import socket
 import sys
 import threading
 import time
+from typing import Any
 
 from voxfleet.runtime.messages import BotSpec, Exited, Fork, Forked, Message, Shutdown, TemplateReady, decode, encode
 
@@ -49,7 +50,7 @@ class Template:
         self.agent = spec.agent
         self.children: dict[int, str] = {}  # pid -> bot_id
         self.sock: socket.socket | None = None
-        self.module = None
+        self.module: Any = None  # the agent's bot module, once prepare() imported it
 
     def prepare(self) -> dict[str, float]:
         import importlib

@@ -35,6 +35,7 @@ from voxfleet.runtime.messages import (
     Message,
     Offer,
     RelayStats,
+    Request,
     SessionStart,
     Transcript,
     Ttfb,
@@ -104,7 +105,7 @@ class BotActor:
         return {"ok": True, "pid": os.getpid(), "address": address,
                 "warmup_ms": warm_ready.warmup_ms if warm_ready else None}
 
-    async def request(self, message: Assign | Offer | Ice | WsOpen) -> Message:
+    async def request(self, message: Request) -> Message:
         """A request of the control plane; returns its reply."""
         session = self.session
         assert session is not None
@@ -121,7 +122,7 @@ class BotActor:
             return await session.add_candidates(message)
         if isinstance(message, WsOpen):
             return await session.answer_stream(message)
-        return Error(id=getattr(message, "id", 0), message=f"unexpected {message.kind} request")
+        return Error(id=0, message=f"unexpected request {message!r:.60}")
 
     async def ws_frame(self, seq: int, message: WsIn | WsClose) -> None:
         """A caller frame or the caller's close, number `seq` of the stream. Ray starts an async

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from voxfleet.exceptions import BotError, BotStartFailed, NotReady, SignalingTimeout, Unplaceable
-from voxfleet.runtime.messages import BotSpec, Memory, Message, SessionStart
+from voxfleet.runtime.messages import BotSpec, Memory, Message, Request, SessionStart
 from voxfleet.runtime.protocol import BotExit, BotInfo, IceServersFor, NodeInfo, no_ice_servers
 from voxfleet.runtime.remote_bot import RemoteBot
 from voxfleet.tasks import BackgroundTasks
@@ -47,7 +47,7 @@ class RayBot(RemoteBot):
         self._frames = itertools.count()  # a relayed media WebSocket's caller frames, numbered
 
     # -- RemoteBot, over actor calls --------------------------------------------------------
-    async def _exchange(self, request: Message, timeout: float) -> Message:
+    async def _exchange(self, request: Request, timeout: float) -> Message:
         import ray
 
         if self._exit.done():
