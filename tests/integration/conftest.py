@@ -27,6 +27,7 @@ from voxfleet.control.app import build_app, create_app
 from voxfleet.control.auth import Auth
 from voxfleet.control.deployment import session_ice_servers
 from voxfleet.control.recorder import SessionRecorder
+from voxfleet.control import server
 from voxfleet.control.server import build_service
 from voxfleet.runtime.local.backend import LocalBackend
 from voxfleet.scheduler.service import SessionService
@@ -66,18 +67,7 @@ def tone_settings(tmp: Path, **overrides: object) -> Settings:
 
 def local_backend(settings: Settings) -> LocalBackend:
     """The local backend as ``serve()`` builds it for these settings."""
-    ice = session_ice_servers(settings)
-    return LocalBackend(
-        {a.name: a.bot for a in settings.agents},
-        runtime_dir=settings.ensure_runtime_dir(),
-        ice_servers=ice.for_session,
-        advertised_addresses=settings.advertised_addresses,
-        bot_start_timeout=settings.bot_start_timeout_s,
-        log_level=settings.log_level,
-        idle_timeout=settings.idle_timeout_s,
-        cpu_shares=settings.cpu_shares,
-        log_format="text",
-    )
+    return server.local_backend(settings, server.bot_specs(settings), session_ice_servers(settings), {})
 
 
 @dataclass

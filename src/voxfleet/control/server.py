@@ -44,7 +44,7 @@ def public_url(host: str, port: int, scheme: str = "http") -> str:
 
 
 async def serve(settings: Settings, announce: Callable[[str], None] = print) -> None:
-    runtime_dir = settings.ensure_runtime_dir()
+    settings.ensure_runtime_dir()  # fixed per port: bots in calls rejoin a restarted control plane
     llm: LocalLLMServer | None = None
     env: dict[str, str] = {}
     if settings.llm.base_url is None:
@@ -66,16 +66,8 @@ async def serve(settings: Settings, announce: Callable[[str], None] = print) -> 
     env.update({name: value for name, value in (("TWILIO_ACCOUNT_SID", settings.twilio_account_sid),
                                                  ("TWILIO_AUTH_TOKEN", settings.twilio_auth_token)) if value})
     specs = bot_specs(settings)
-    backend = ray_backend(settings, specs, ice, env) if settings.backend == "ray" else LocalBackend(
-        specs,
-        runtime_dir=runtime_dir,
-        ice_servers=ice.for_session,
-        bot_start_timeout=settings.bot_start_timeout_s,
-        env=env,
-        cpu_limits={a.name: profile_named(a.profile).resources.cpu_millis for a in settings.agents},
-        cpu_shares=settings.cpu_shares,
-        preload_models={a.name for a in settings.agents if a.preload_models},
-    )
+    backend = (ray_backend(settings, specs, ice, env) if settings.backend == "ray"
+               else local_backend(settings, specs, ice, env))
     service = build_service(settings, backend)
     store = Store(settings.database_url)
     await store.migrate()
@@ -200,6 +192,21 @@ def bot_specs(settings: Settings) -> dict[str, BotSpec]:
         reconnect_s=settings.reconnect_s, memory_check_s=settings.memory_check_s,
         advertised_addresses=list(settings.advertised_addresses), media_ports=settings.media_port_range,
     ) for agent in settings.agents}
+
+
+def local_backend(settings: Settings, specs: dict[str, BotSpec], ice: SessionIceServers,
+                  env: dict[str, str]) -> LocalBackend:
+    """Bots forked on this machine from per-agent templates."""
+    return LocalBackend(
+        specs,
+        runtime_dir=settings.ensure_runtime_dir(),
+        ice_servers=ice.for_session,
+        bot_start_timeout=settings.bot_start_timeout_s,
+        env=env,
+        cpu_limits={a.name: profile_named(a.profile).resources.cpu_millis for a in settings.agents},
+        cpu_shares=settings.cpu_shares,
+        preload_models={a.name for a in settings.agents if a.preload_models},
+    )
 
 
 def ray_backend(settings: Settings, specs: dict[str, BotSpec], ice: SessionIceServers,
