@@ -23,9 +23,12 @@ ARTIFACTS = ROOT / "test-artifacts"
 class Server:
     """A `voxfleet serve` process; its output is kept and echoed on failure."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None, ready_timeout: float = 240) -> None:
+    def __init__(self, *args: str, env: dict[str, str] | None = None, ready_timeout: float = 240,
+                 key: str | None = None) -> None:
         ARTIFACTS.mkdir(exist_ok=True)
         self.log_lines: list[str] = []
+        # the admin key the server prints at its first start (or `key`, for a restart on the same store)
+        self.key = key
         self.data_dir = tempfile.mkdtemp(prefix="voxfleet-test-")
         self.database_url = f"sqlite:///{self.data_dir}/voxfleet.db"
         self.url = ""
@@ -45,6 +48,9 @@ class Server:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             self.log_lines.append(line.rstrip())
+            created = re.search(r"voxfleet: created the admin API key \(.*\): (\S+)", line)
+            if created:
+                self.key = created.group(1)
             match = re.search(r"voxfleet: ready, open (https?://\S+)", line)
             if match:
                 self.url = match.group(1).rstrip("/")
@@ -53,8 +59,14 @@ class Server:
     def log_tail(self, n: int = 80) -> str:
         return "\n".join(self.log_lines[-n:])
 
-    def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30)
+    @property
+    def headers(self) -> dict[str, str]:
+        """The admin key's Authorization header (none for a --dev server)."""
+        return {"Authorization": f"Bearer {self.key}"} if self.key else {}
+
+    def client(self, *, anonymous: bool = False) -> httpx.Client:
+        """An HTTP client of the server; with its admin key unless `anonymous`."""
+        return httpx.Client(base_url=self.url, timeout=30, headers={} if anonymous else self.headers)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

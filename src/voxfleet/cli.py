@@ -154,6 +154,12 @@ async def bench_phone(args: argparse.Namespace) -> dict:
     return await run_phone_bench(calls=args.calls, include_peer=not args.no_peer, speech_text=args.question)
 
 
+async def bench_flood(args: argparse.Namespace) -> dict:
+    from voxfleet.bench.flood import run_flood_bench
+
+    return await run_flood_bench(calls=args.calls, concurrency=args.concurrency)
+
+
 async def bench_ray(args: argparse.Namespace) -> dict:
     from voxfleet.bench.on_ray import run_ray_bench
 
@@ -283,6 +289,12 @@ def main(argv: list[str] | None = None) -> int:
     phone.add_argument("--question", default="What is the capital of France?")
     phone.add_argument("--json", action="store_true")
     phone.set_defaults(func=cmd_bench, run=bench_phone)
+    flood = bench_sub.add_parser("flood", help="one client floods /start: what it gets, and another caller's "
+                                               "start-to-audio idle vs during the flood")
+    flood.add_argument("-n", "--calls", type=int, default=10)
+    flood.add_argument("--concurrency", type=int, default=8, help="the flood's requests in flight")
+    flood.add_argument("--json", action="store_true")
+    flood.set_defaults(func=cmd_bench, run=bench_flood)
     on_ray = bench_sub.add_parser("ray", help="warm and cold starts on a local Ray cluster vs the local backend")
     on_ray.add_argument("-n", "--sessions", type=int, default=10)
     on_ray.add_argument("--json", action="store_true")

@@ -32,7 +32,10 @@ class AgentSpec(BaseModel):
         description="Path to a bot.py defining `async def bot(runner_args)`, or a dotted module name."
     )
     description: str = Field(default="", description="Shown in GET /v1/agents and on the website.")
-    public: bool = Field(default=True, description="Public API keys may start sessions of this agent.")
+    public: bool = Field(
+        default=True,
+        description="Anyone may start sessions of this agent without a key (the website's demo; per-client "
+        "bounds apply); false: starting it needs a private key.")
     webhook_url: str | None = Field(
         default=None, description="Where session.started / session.ended / session.failed are POSTed."
     )
@@ -203,7 +206,9 @@ class Settings(BaseSettings):
         description="Agents served; the first is the default for /start.",
     )
     cors_origins: list[str] = Field(
-        default_factory=lambda: ["*"], description="Origins allowed to call the API from a browser."
+        default_factory=list,
+        description="Other origins whose pages may call the public routes (start, signaling, agents) from a "
+        "browser; the website's own origin needs none. '*' allows any. Private routes never answer CORS.",
     )
     ice_servers: list[IceServer] = Field(
         default_factory=list, description="STUN/TURN servers for clients and bots (none by default)."
@@ -293,8 +298,28 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, description="Largest accepted request body.")
     offer_timeout_s: float = Field(
-        default=30.0, gt=0, description="A started session with no WebRTC offer by then is ended (timeout)."
+        default=10.0, gt=0,
+        description="A session whose caller has not connected (WebRTC offer, media stream) this long after its bot "
+        "is ready is ended (timeout): a start that never connects holds its reservation no longer.",
     )
+    max_ice_candidates: int = Field(
+        default=64, ge=1, description="ICE candidates one session may trickle (PATCH .../api/offer); over it: 409.")
+    ice_candidate_deny: list[str] = Field(
+        default_factory=lambda: ["127.0.0.0/8", "::1/128", "169.254.0.0/16", "fe80::/10", "0.0.0.0/8",
+                                 "224.0.0.0/4", "ff00::/8", "240.0.0.0/4"],
+        description="Networks a caller's ICE candidates may not point the bot at (loopback, link-local such as "
+        "cloud metadata at 169.254.169.254, multicast, reserved); such candidates are dropped, in the offer's SDP "
+        "and trickled.")
+    client_rate_per_s: float = Field(
+        default=2.0, gt=0, description="Session starts one client (API key, else address) may make per second, "
+        "sustained; over it: 429 RATE_LIMITED.")
+    client_burst: int = Field(default=10, ge=1, description="Session starts one client may make at once.")
+    client_max_pending: int = Field(
+        default=4, ge=1, description="Sessions of one client not yet connected (or queued) at once; over it: "
+        "429 TOO_MANY_PENDING.")
+    client_share: float = Field(
+        default=0.5, gt=0, le=1, description="Most of an agent's capacity, and of the queue, one client without a "
+        "private key may hold; over it: 429 CLIENT_SHARE.")
     signaling_timeout_s: float = Field(
         default=15.0, gt=0, description="How long the bot may take to answer an offer."
     )
@@ -312,11 +337,11 @@ class Settings(BaseSettings):
         default="sqlite:///~/.local/share/voxfleet/voxfleet.db",
         description="Where sessions, API keys and the webhook outbox live: sqlite:///PATH or postgresql://...",
     )
-    auth: Literal["auto", "required", "off"] = Field(
-        default="auto",
+    auth: Literal["required", "off"] = Field(
+        default="required",
         description=(
-            "API keys: required (every API call needs one), off (--dev: nobody is checked), or auto: "
-            "required as soon as one key exists, off (announced loudly) while there is none."
+            "API keys: required (private routes need a private key, always; a first start creates one and "
+            "prints it once) or off (--dev: nobody is checked). 'auto' is read as required."
         ),
     )
     runtime_dir: Path | None = Field(
@@ -349,6 +374,21 @@ class Settings(BaseSettings):
         if dupes:
             raise ValueError(f"agent names must be unique; repeated: {', '.join(dupes)}")
         return self
+
+    @field_validator("ice_candidate_deny")
+    @classmethod
+    def _deny_are_networks(cls, value: list[str]) -> list[str]:
+        for net in value:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"not a network: {net!r} ({exc})") from None
+        return value
+
+    @field_validator("auth", mode="before")
+    @classmethod
+    def _auto_is_required(cls, value: object) -> object:
+        return "required" if value == "auto" else value
 
     @field_validator("public_url")
     @classmethod

@@ -13,7 +13,8 @@ only place that maps them to HTTP status codes.
     ├── Forbidden                    the key's scope does not allow this         -> 403
     ├── NotFound
     │   ├── AgentNotFound                                                        -> 404
-    │   └── SessionNotFound                                                      -> 404
+    │   ├── SessionNotFound                                                      -> 404
+    │   └── PeerNotFound             a pc_id that is not the session's peer connection -> 404
     ├── SessionConflict              operation not valid in the session's state  -> 409
     ├── NotReady                     nothing can serve a session yet (or draining) -> 503
     ├── AtCapacity                   no capacity and the queue is full / wait over -> 429
@@ -141,6 +142,18 @@ class SessionNotFound(NotFound):
 
     def __str__(self) -> str:
         return f"sessionId: no session {self.session_id!r}"
+
+
+class PeerNotFound(NotFound):
+    code = "PEER_NOT_FOUND"
+
+    def __init__(self, session_id: str, pc_id: str) -> None:
+        self.session_id = session_id
+        self.pc_id = pc_id
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return f"pc_id: session {self.session_id} has no peer connection {self.pc_id[:80]!r}"
 
 
 class SessionConflict(VoxfleetError):

@@ -64,8 +64,9 @@ def ended(server: Server, session_id: str, timeout: float = 10) -> dict:
 
 async def test_third_session_queues_fourth_gets_429_and_queue_proceeds(two_slot_server):
     server = two_slot_server
-    first, second = WebRTCCaller(server.url), WebRTCCaller(server.url)
-    third = WebRTCCaller(server.url)
+    # the operator's key: these fill capacity from one address, which anonymous callers may not
+    first, second = WebRTCCaller(server.url, headers=server.headers), WebRTCCaller(server.url, headers=server.headers)
+    third = WebRTCCaller(server.url, headers=server.headers)
     try:
         for caller in (first, second):
             await caller.connect()

@@ -209,7 +209,7 @@ async def test_wrong_or_expired_turn_credentials_fail_clearly(relay_server, cotu
 # -- media ports -------------------------------------------------------------------------------
 async def test_bot_media_stays_in_the_port_range_and_exhaustion_is_clear(relay_server, media_ports):
     first, last = media_ports
-    callers = [WebRTCCaller(relay_server.url), WebRTCCaller(relay_server.url)]
+    callers = [WebRTCCaller(relay_server.url, headers=relay_server.headers) for _ in range(2)]  # one client, both
     held: list[socket.socket] = []
     try:
         results = await asyncio.gather(*(c.connect() for c in callers))

@@ -197,6 +197,38 @@ async def test_malformed_frames_end_only_their_call(phone_server, bad, reason):
     assert (await session_of(phone_server, good_answers[-1].parameters["session"]))["endReason"] == "hangup"
 
 
+def start_frame(media_format: object = None, params: object = "PARAMS") -> str:
+    media = json.dumps({"encoding": "audio/x-mulaw", "sampleRate": 8000} if media_format is None else media_format)
+    shown = params if params == "PARAMS" else json.dumps(params)
+    return ('{"event": "start", "streamSid": "MZ1", "start": {"streamSid": "MZ1", "callSid": "CA1", '
+            f'"customParameters": {shown}, "mediaFormat": {media}}}}}')
+
+
+async def test_malformed_starts_close_their_socket_with_a_reason_while_a_good_call_goes_on(phone_server):
+    """Every malformed start: non-numeric sample rate, non-object mediaFormat, a token that is not
+    a string or not ASCII, JSON nested too deeply; 1007 (or 4003) with the field named, never a
+    traceback, and the good call beside them completes."""
+    caller = TwilioCaller(phone_server.url, AUTH_TOKEN, account_sid=ACCOUNT)
+    good_sid, good_answers = await caller.dial("tone")
+    good = asyncio.create_task(caller.stream(good_answers[-1], good_sid, [], listen_s=6))
+    _sid, answers = await caller.dial("tone")
+    session = answers[-1].parameters["session"]
+    cases = [
+        (start_frame({"encoding": "audio/x-mulaw", "sampleRate": "8k"}), "start.mediaFormat.sampleRate"),
+        (start_frame(["audio/x-mulaw"]), "start.mediaFormat: must be an object"),
+        (start_frame(params={"session": session, "token": 12345}), "start.customParameters.token"),
+        (start_frame(params={"session": session, "token": "t\u00e9l\u00e9phone"}), "start.customParameters.token"),
+        ("[" * 5000 + "]" * 5000, "nested too deeply"),
+        (json.dumps({"event": "media", "streamSid": "MZ1", "media": {"payload": "A" * 20000}}), "over 16384"),
+    ]
+    for frame, reason in cases:
+        code, close_reason = await open_stream(phone_server, answers[-1].parameters, [CONNECTED, frame])
+        assert code in (1007, 4003) and reason in close_reason, (frame[:80], code, close_reason)
+    good_result = await good
+    assert good_result.ttfw_ms is not None and good_result.close_code == 1000
+    assert "Traceback" not in phone_server.log_tail(400)
+
+
 async def test_media_before_start_is_a_protocol_error(phone_server):
     code, reason = await open_stream(phone_server, {}, [CONNECTED, media_frame("/w==")])
     assert code == 1007 and "arrived before start" in reason

@@ -84,7 +84,8 @@ async def test_webhooks_survive_receiver_outage_and_restart(tmp_path):
     finally:
         first.stop()  # the receiver was down the whole time: everything is still in the outbox
     receiver.up()
-    second = Server(env={"VOXFLEET_CONFIG": str(config), "VOXFLEET_DATABASE_URL": first.database_url})
+    second = Server(env={"VOXFLEET_CONFIG": str(config), "VOXFLEET_DATABASE_URL": first.database_url},
+                    key=first.key)
     try:
         wait_for(lambda: len(receiver.received) >= 4, timeout=30)
         import time

@@ -11,6 +11,7 @@ SCHEMA = {
     "/start": {"post"},
     "/v1/public/{agent}/start": {"post"},
     "/sessions/{session_id}/api/offer": {"post", "patch"},
+    "/sessions/{session_id}": {"get", "delete"},
     "/v1/agents": {"get"},
     "/v1/sessions": {"get"},
     "/v1/sessions/{session_id}": {"get", "delete"},

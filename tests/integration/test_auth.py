@@ -1,4 +1,4 @@
-"""API keys at the edge (``control/auth.py``), route by route, in each auth mode, as they are today."""
+"""API keys at the edge (``control/auth.py``), route by route, in each auth mode."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import dataclasses
 import pytest
 
 from voxfleet.control.app import build_app
-from voxfleet.control.auth import Auth
+from voxfleet.config import Settings
+from voxfleet.control.auth import Auth, ensure_admin_key
 from voxfleet.storage.store import Store
 
 UNKNOWN = "00000000-0000-0000-0000-000000000000"
@@ -15,8 +16,9 @@ UNKNOWN = "00000000-0000-0000-0000-000000000000"
 PRIVATE = [("GET", "/v1/sessions", 200), ("GET", f"/v1/sessions/{UNKNOWN}", 404),
            ("DELETE", f"/v1/sessions/{UNKNOWN}", 404), ("GET", "/v1/capacity", 200), ("GET", "/metrics", 200)]
 OPEN = ["/healthz", "/livez", "/v1/agents", "/", "/dashboard", "/openapi.json", "/docs", "/static/style.css"]
+MISSING = "Authorization: missing; send 'Authorization: Bearer <private API key>' (voxfleet keys create --scope private)"
 BAD_KEYS = [  # (Authorization header, what the 401 says)
-    (None, "Authorization: missing; send 'Authorization: Bearer <API key>'"),
+    (None, MISSING),
     ("Basic dXNlcjpwdw==", "Authorization: expected 'Bearer <API key>'"),
     ("Bearer ", "Authorization: expected 'Bearer <API key>'"),
     ("Bearer vf_priv_nope_nope", "Authorization: not a valid API key (unknown, revoked or mistyped)"),
@@ -60,7 +62,7 @@ async def test_open_routes_need_no_key(live, path):
 
 
 @pytest.mark.parametrize("route", ["/start", "/v1/public/{agent}/start"])
-async def test_start_takes_a_public_key_for_public_agents_only(live, route):
+async def test_public_agents_start_without_a_key_the_others_need_a_private_one(live, route):
     def request(agent: str) -> tuple[str, dict]:
         if route == "/start":
             return "/start", {"agent": agent}
@@ -68,10 +70,18 @@ async def test_start_takes_a_public_key_for_public_agents_only(live, route):
 
     started = []
     async with live.client() as http:
-        for header, message in BAD_KEYS:
+        for header, message in BAD_KEYS[1:]:  # a key that is sent is checked, even where none is needed
             path, body = request("tone")
-            reply = await http.post(path, json=body, headers={"Authorization": header} if header else {})
+            reply = await http.post(path, json=body, headers={"Authorization": header})
             assert reply.status_code == 401 and reply.json() == {"error": message, "code": "UNAUTHORIZED"}
+        path, body = request("tone")
+        reply = await http.post(path, json=body)  # the website's demo: no key
+        assert reply.status_code == 200, reply.text
+        started.append(reply.json()["sessionId"])
+        path, body = request("private-tone")
+        reply = await http.post(path, json=body)
+        assert reply.status_code == 401
+        assert reply.json()["error"].startswith("agent 'private-tone' is not public; starting it needs a private")
     async with live.client(live.public_key) as http:
         path, body = request("tone")
         reply = await http.post(path, json=body)
@@ -117,17 +127,25 @@ async def test_mode_off_checks_nobody(live):
         assert (await http.get("/healthz")).json()["auth"] is False
 
 
-async def test_mode_auto_checks_keys_once_one_exists(live, tmp_path):
+async def test_without_keys_the_private_api_stays_closed_and_auto_means_required(live, tmp_path):
+    """Revoking the last key never opens the API; a first start creates one admin key."""
     store = Store(f"sqlite:///{tmp_path}/keys.db")
     await store.migrate()
     try:
-        async with live.client(app=app_with_auth(live, Auth(store, "auto", {"tone"}))) as http:
-            assert (await http.get("/v1/capacity")).status_code == 200  # no key exists: dev mode
-            assert (await http.get("/healthz")).json()["auth"] is False
-        await store.create_key("public")
-        # a fresh Auth, as the answer of "do keys exist" is cached for a few seconds
-        async with live.client(app=app_with_auth(live, Auth(store, "auto", {"tone"}))) as http:
-            assert (await http.get("/v1/capacity")).status_code == 401
+        async with live.client(app=app_with_auth(live, Auth(store, "required", {"tone"}))) as http:
+            assert (await http.get("/v1/capacity")).status_code == 401  # no key exists: still closed
+            assert (await http.get("/healthz")).json() == {"status": "ok", "auth": True}  # anonymous: little
+        admin = await ensure_admin_key(store)
+        assert admin is not None and await ensure_admin_key(store) is None  # once
+        [row] = await store.list_keys()
+        assert row["scope"] == "private"
+        async with live.client(admin, app=app_with_auth(live, Auth(store, "required", {"tone"}))) as http:
+            assert (await http.get("/v1/capacity")).status_code == 200
             assert (await http.get("/healthz")).json()["auth"] is True
+            assert await store.revoke_key(row["id"])
+            assert (await http.get("/v1/capacity")).status_code == 401
+            assert (await http.get("/v1/capacity", headers={"Authorization": ""})).status_code == 401
+        assert await ensure_admin_key(store) is not None  # the next start makes a new one
+        assert Settings(auth="auto").auth == "required"
     finally:
         await store.close()

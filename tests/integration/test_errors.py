@@ -27,6 +27,7 @@ CASES = [
     (exc.NotReady("templates starting"), 503, "5"),
     (exc.AtCapacity("all agents are busy", retry_after_s=7), 429, "7"),
     (exc.ClientLimited("client 10.0.0.9 holds its share", retry_after_s=3, code="CLIENT_SHARE"), 429, "3"),
+    (exc.PeerNotFound("s-1", "pc-9"), 404, None),
     (exc.Unplaceable("region: no node in region 'mars'", region="mars"), 422, None),
     (exc.BotError("the bot crashed"), 502, None),
     (exc.BotStartFailed("bot b did not report in 20s"), 502, None),

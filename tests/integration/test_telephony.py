@@ -3,6 +3,8 @@ and the media WebSockets' refusals. Streams themselves run in tests/e2e/test_tel
 
 from __future__ import annotations
 
+import itertools
+
 import asyncio
 import dataclasses
 import xml.etree.ElementTree as ET
@@ -20,9 +22,17 @@ CALL = {"CallSid": "CA" + "2" * 32, "AccountSid": "AC" + "1" * 32, "From": "+155
         "Direction": "inbound"}
 
 
+CALL_SIDS = itertools.count(1)
+
+
+def caller(number: str) -> dict[str, str]:
+    """The webhook's form of a call from `number` (each calling number is one client)."""
+    return {**CALL, "From": number, "CallSid": "CA" + number.strip("+").rjust(32, "0")}
+
+
 async def voice(http, path: str, params: dict[str, str] | None = None, *, sign: bool = True):
     """POST Twilio's voice webhook as Twilio does: form-encoded, signed over the full URL."""
-    params = CALL if params is None else params
+    params = {**CALL, "CallSid": f"CA{next(CALL_SIDS):032d}"} if params is None else params  # a new call
     headers = {}
     if sign:
         headers["X-Twilio-Signature"] = RequestValidator(TWILIO_AUTH_TOKEN).compute_signature(
@@ -100,10 +110,10 @@ async def test_a_busy_line_holds_the_caller_until_a_bot_is_free(live, tmp_path):
     hold = str(tel.hold_check_s)
     async with small_service(live, tmp_path, queue_max=1) as (small, app):
         async with live.client(app=app) as http:
-            first = ET.fromstring((await voice(http, "/v1/telephony/twilio/tone")).text)
+            first = ET.fromstring((await voice(http, "/v1/telephony/twilio/tone", caller("+15550001"))).text)
             first_session = first.find("Connect/Stream/Parameter[@name='session']").attrib["value"]
             # the only bot is taken: the next call waits in the queue, hearing the busy message
-            held = verbs(await voice(http, "/v1/telephony/twilio/tone?region=local"))
+            held = verbs(await voice(http, "/v1/telephony/twilio/tone?region=local", caller("+15550002")))
             assert [v[0] for v in held] == ["Say", "Pause", "Redirect"]
             assert held[0][2] == tel.busy_message and held[1][1] == {"length": hold}
             redirect = held[2][2]
@@ -112,10 +122,10 @@ async def test_a_busy_line_holds_the_caller_until_a_bot_is_free(live, tmp_path):
             waiting = redirect.split("session=")[1].split("&")[0]
             assert small.get(waiting).to_public()["state"] == "queued"
             # the queue is full too: a third caller holds by attempts, told the busy message once
-            busy = verbs(await voice(http, "/v1/telephony/twilio/tone"))
+            busy = verbs(await voice(http, "/v1/telephony/twilio/tone", caller("+15550003")))
             assert [v[0] for v in busy] == ["Say", "Pause", "Redirect"]
             assert busy[2][2] == "http://testserver/v1/telephony/twilio/tone?attempt=1"
-            again = verbs(await voice(http, "/v1/telephony/twilio/tone?attempt=1"))
+            again = verbs(await voice(http, "/v1/telephony/twilio/tone?attempt=1", caller("+15550003")))
             assert [v[0] for v in again] == ["Pause", "Redirect"]
             # Twilio comes back to check: still queued, so hold on, silently
             path = redirect.removeprefix("http://testserver")
@@ -144,7 +154,7 @@ def test_media_websockets_refuse_bad_tokens(live):
         ("/v1/ws", {"Authorization": "Bearer x.y.z.w"}, 4003,
          "STREAM_TOKEN_INVALID: stream token forged or from another server"),
         (f"/v1/ws?token={state.tokens.mint('nobody')}", {}, 1008, "STREAM_REJECTED: sessionId: no session 'nobody'"),
-        ("/v1/telephony/twilio/stream", {}, 1007, "STREAM_PROTOCOL_ERROR: frame: not JSON (got 'hello')"),
+        ("/v1/telephony/twilio/stream", {}, 1007, "STREAM_PROTOCOL_ERROR: frame: not JSON (or nested too deeply) (got 'hello')"),
     ]:
         with client.websocket_connect(path, headers=headers) as ws:
             if path.startswith("/v1/telephony"):
@@ -152,3 +162,22 @@ def test_media_websockets_refuse_bad_tokens(live):
             with pytest.raises(WebSocketDisconnect) as closed:
                 ws.receive_text()
         assert (closed.value.code, closed.value.reason) == (code, reason), path
+
+
+async def test_a_replayed_webhook_starts_no_second_session(live):
+    """The same signed webhook (same CallSid) again: the call's one session is offered again while
+    its stream has not connected, then the replay gets only a goodbye; never a second session."""
+    params = caller("+15550009")
+    async with live.client() as http:
+        first = ET.fromstring((await voice(http, "/v1/telephony/twilio/tone", params)).text)
+        session_id = first.find("Connect/Stream/Parameter[@name='session']").attrib["value"]
+        before = set(live.service.table.live)
+        again = ET.fromstring((await voice(http, "/v1/telephony/twilio/tone", params)).text)
+        assert again.find("Connect/Stream/Parameter[@name='session']").attrib["value"] == session_id
+        assert set(live.service.table.live) <= before  # nothing new started
+        await live.service.hang_up(session_id)
+        await wait_ended(live.service, session_id)
+        goodbye = live.settings.telephony.goodbye_message
+        assert verbs(await voice(http, "/v1/telephony/twilio/tone", params)) == [
+            ("Say", {}, goodbye), ("Hangup", {}, "")]
+        assert set(live.service.table.live) <= before  # and still nothing new

@@ -174,7 +174,7 @@ def test_deployment_settings_defaults_and_values(monkeypatch):
     monkeypatch.setenv("VOXFLEET_TURN_SECRET", "hush")
     settings = load_settings()
     assert settings.media_port_range == (40000, 40099)
-    assert settings.turn_ttl_s == 3600 + 30 + 30 + 300
+    assert settings.turn_ttl_s == 3600 + 30 + 10 + 300
     assert "hush" not in repr(settings)
 
 

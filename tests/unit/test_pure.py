@@ -115,7 +115,7 @@ def test_config_defaults_and_errors(monkeypatch):
     monkeypatch.setenv("VOXFLEET_CONFIG", "/nonexistent.toml")
     settings = load_settings()
     assert settings.port == 7860 and settings.agents[0].name == "assistant"
-    assert settings.cors_origins == ["*"]
+    assert settings.cors_origins == []  # same-origin needs none; private routes never answer CORS
     assert "api_key" not in repr(settings.llm) or "not-needed" not in repr(settings.llm)
     with pytest.raises(ConfigError, match="port"):
         load_settings(port=70000)

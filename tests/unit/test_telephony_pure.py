@@ -11,6 +11,7 @@ from voxfleet.control.errors import ws_close_for
 from voxfleet.exceptions import StreamProtocolError, StreamTokenInvalid
 from voxfleet.transports.stream_tokens import StreamTokens
 from voxfleet.transports.twilio_media import (
+    FRAME_BURST,
     TwilioStreamCheck,
     is_speech,
     outbound_audio,
@@ -48,6 +49,8 @@ def test_token_expires():
 
 @pytest.mark.parametrize("token, reason", [
     (None, "missing"), ("", "missing"), ("abc", "malformed"), ("a.b.c.d.e", "malformed"),
+    (12345, "not a short ASCII string"), (["a.b.c.d"], "not a short ASCII string"),
+    ("s.1.n.m\u00e9", "not a short ASCII string"), ("a" * 300, "not a short ASCII string"),
 ])
 def test_token_malformed_or_missing(token, reason):
     with pytest.raises(StreamTokenInvalid, match=reason):
@@ -84,6 +87,22 @@ START = json.dumps({"event": "start", "streamSid": "MZ1", "start": {
 CONNECTED = json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
 
 
+def start_with(**fields: object) -> str:
+    start = {"streamSid": "MZ1", "callSid": "CA1", "customParameters": {"session": "s", "token": "t"}, **fields}
+    return json.dumps({"event": "start", "streamSid": "MZ1", "start": start})
+
+
+def test_a_stream_faster_than_twilio_ever_sends_is_closed():
+    check = TwilioStreamCheck()
+    check.check(CONNECTED, 0.0)
+    check.check(START, 0.0)
+    for i in range(500):  # 50 frames a second, as Twilio sends, for 10 s: fine
+        check.check(media(), i * 0.02)
+    with pytest.raises(StreamProtocolError, match="frames/s"):
+        for _ in range(FRAME_BURST + 1):  # then a burst beyond the bucket at one instant
+            check.check(media(), 10.0)
+
+
 def test_a_documented_stream_passes():
     check = TwilioStreamCheck()
     for frame in (CONNECTED, START, media(), json.dumps({"event": "mark", "streamSid": "MZ1", "mark": {"name": "a"}}),
@@ -109,7 +128,19 @@ def test_a_documented_stream_passes():
     ([CONNECTED, json.dumps({"event": "start", "start": {"streamSid": "MZ1"}})], "start.callSid", "non-empty"),
     ([CONNECTED, json.dumps({"event": "start", "start": {"streamSid": "MZ1", "callSid": "CA1",
                                                          "mediaFormat": {"encoding": "audio/l16", "sampleRate": 16000}}})],
-     "start.mediaFormat", "8 kHz"),
+     "start.mediaFormat.encoding", "only audio/x-mulaw"),
+    ([CONNECTED, start_with(mediaFormat={"encoding": "audio/x-mulaw", "sampleRate": "8000abc"})],
+     "start.mediaFormat.sampleRate", "the number 8000"),
+    ([CONNECTED, start_with(mediaFormat={"encoding": "audio/x-mulaw", "sampleRate": True})],
+     "start.mediaFormat.sampleRate", "the number 8000"),
+    ([CONNECTED, start_with(mediaFormat=["audio/x-mulaw"])], "start.mediaFormat", "must be an object"),
+    ([CONNECTED, start_with(mediaFormat="audio/x-mulaw")], "start.mediaFormat", "must be an object"),
+    ([CONNECTED, start_with(customParameters={"session": "s", "token": 12})], "start.customParameters.token",
+     "ASCII string"),
+    ([CONNECTED, start_with(customParameters={"session": "s", "token": "t\u00e9"})],
+     "start.customParameters.token", "ASCII string"),
+    ([CONNECTED, "[" * 5000 + "]" * 5000], "frame", "nested too deeply"),
+    ([CONNECTED, START, media(b"\xff" * 20000)], "frame", "over 16384"),
 ])
 def test_protocol_violations_name_the_field(frames, field, reason):
     check = TwilioStreamCheck()

@@ -9,6 +9,13 @@ const ms = (v) => (v === null || v === undefined ? "—" : `${Math.round(v)} ms`
 const BUCKETS = [100, 200, 300, 400, 500, 750, 1000, 1500, 2000, 3000, 5000];
 let plots = {};
 const KEY_STORE = "voxfleet-api-key";
+// The login link `voxfleet serve` prints at first start: /dashboard#key=<private key>. A URL
+// fragment never reaches the server (nor its logs); the key is kept and the fragment cleared.
+const loginKey = location.hash.startsWith("#key=") ? new URLSearchParams(location.hash.slice(1)).get("key") : null;
+if (loginKey) {
+  localStorage.setItem(KEY_STORE, loginKey.trim());
+  history.replaceState(null, "", location.pathname + location.search);
+}
 const authHeaders = () => {
   const key = localStorage.getItem(KEY_STORE);
   return key ? { Authorization: `Bearer ${key}` } : {};

@@ -131,7 +131,7 @@ async function followQueue(id, position) {
   setState(`All agents are busy — you are #${position} in line`, "queued");
   while (client && sessionId === id && !isLive()) {
     await new Promise((r) => setTimeout(r, 1000));
-    const res = await fetch(`/v1/sessions/${id}`, { headers: authHeaders() }).catch(() => null);
+    const res = await fetch(`/sessions/${id}`).catch(() => null); // our own session: its id is the key
     if (!res?.ok || isLive()) return;
     const s = await res.json();
     if (s.state !== "queued") {
@@ -143,6 +143,7 @@ async function followQueue(id, position) {
 }
 
 async function showCapacity() {
+  if (!localStorage.getItem(KEY_STORE) && keysChecked) return; // the pool's figures need a private key
   const res = await fetch("/v1/capacity", { headers: authHeaders() }).catch(() => null);
   if (!res?.ok) return;
   const c = await res.json();
@@ -244,7 +245,7 @@ async function endCall(label) {
   client = null;
   if (c) await c.disconnect().catch(() => {});
   // Hang up explicitly too, so the session ends now even if the peer connection lingers.
-  if (sessionId) fetch(`/v1/sessions/${sessionId}`, { method: "DELETE", headers: authHeaders() }).catch(() => {});
+  if (sessionId) fetch(`/sessions/${sessionId}`, { method: "DELETE" }).catch(() => {});
   sessionId = null;
   setState(label, "idle");
   ui.talkLabel.textContent = "Talk";
@@ -254,7 +255,9 @@ async function endCall(label) {
 }
 
 ui.talk.addEventListener("click", () => (client ? endCall("Call ended") : talk()));
+let keysChecked = true;
 fetch("/healthz").then((r) => r.json()).then((h) => {
+  keysChecked = h.auth;
   $("key-row").hidden = !h.auth;
   $("api-key").value = localStorage.getItem(KEY_STORE) ?? "";
 }).catch(() => {});

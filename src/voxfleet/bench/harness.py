@@ -50,8 +50,13 @@ async def pool_settled(http: Any, agent: str, min_warm: int, timeout: float = 60
     raise TimeoutError(f"the {agent} pool did not settle within {timeout:.0f}s")
 
 
+# what `voxfleet serve` prints at its first start (control/server.py): the admin key, shown once
+ADMIN_KEY = re.compile(r"voxfleet: created the admin API key \(.*\): (\S+)")
+
+
 class Served:
-    """A server process that prints a line matching `ready` when it can take calls."""
+    """A server process that prints a line matching `ready` when it can take calls; for a
+    `voxfleet serve`, ``headers`` carry the admin key it printed (none under --dev)."""
 
     def __init__(self, argv: list[str], env: dict[str, str], ready: str, url_from: str | None = None) -> None:
         self.log = tempfile.NamedTemporaryFile("w+", prefix="voxfleet-bench-", suffix=".log", delete=False)
@@ -59,6 +64,7 @@ class Served:
                                      text=True)
         self.ready = re.compile(ready)
         self.url = url_from
+        self.headers: dict[str, str] = {}
 
     async def wait_ready(self, timeout: float = 240) -> str:
         deadline = time.monotonic() + timeout
@@ -66,6 +72,8 @@ class Served:
             text = Path(self.log.name).read_text(errors="replace")
             match = self.ready.search(text)
             if match:
+                key = ADMIN_KEY.search(text)
+                self.headers = {"Authorization": f"Bearer {key.group(1)}"} if key else {}
                 return self.url or match.group(1).rstrip("/")
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited early; log: {self.log.name}")

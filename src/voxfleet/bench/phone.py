@@ -52,7 +52,7 @@ async def voxfleet_series(calls: int, min_warm: int, question, serve_env: dict[s
     try:
         url = await server.wait_ready()
         caller = TwilioCaller(url, AUTH_TOKEN, account_sid=ACCOUNT)
-        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        async with httpx.AsyncClient(base_url=url, timeout=30, headers=server.headers) as http:
             for index in range(calls):
                 await pool_settled(http, "assistant", min_warm)
                 try:

@@ -44,7 +44,7 @@ async def start_series(sessions: int, min_warm: int) -> dict[str, Any]:
     ttfw, assign, live_pss, idle_pss, kinds = [], [], [], [], []
     try:
         url = await server.wait_ready()
-        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        async with httpx.AsyncClient(base_url=url, timeout=30, headers=server.headers) as http:
             for index in range(sessions):
                 if min_warm:
                     pids = (await pool_settled(http, "assistant", 1, timeout=30))["warm_pids"]
@@ -82,7 +82,7 @@ async def burst(capacity_bots: int = 2, factor: int = 10) -> dict[str, Any]:
                     'min_warm = 0\npool_policy = "fixed"\n')
     try:
         url = await server.wait_ready()
-        async with httpx.AsyncClient(base_url=url, timeout=30,
+        async with httpx.AsyncClient(base_url=url, timeout=30, headers=server.headers,  # unbounded per client
                                      limits=httpx.Limits(max_connections=factor * capacity_bots)) as http:
             async def one() -> tuple[str, float]:
                 started = time.monotonic()

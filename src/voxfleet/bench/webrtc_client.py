@@ -101,10 +101,13 @@ class WebRTCCaller:
     def __init__(self, base_url: str, *, agent: str | None = None, body: dict[str, Any] | None = None,
                  start_path: str = "/start", ice_transport_policy: str = "all",
                  ice_servers: list[dict[str, Any]] | None = None, verify_tls: bool = True,
-                 region: str | None = None) -> None:
+                 region: str | None = None, headers: dict[str, str] | None = None,
+                 local_address: str | None = None) -> None:
         """`ice_transport_policy` "relay" uses TURN relay candidates only, as a browser with
         iceTransportPolicy "relay" would; `ice_servers` replaces the iceConfig /start returns;
-        `region` asks voxfleet to run the bot there (or the nearest region with room)."""
+        `region` asks voxfleet to run the bot there (or the nearest region with room);
+        `headers` go with every request (e.g. an API key's Authorization); `local_address` is
+        the address its HTTP requests come from (another loopback address is another client)."""
         self.base_url = base_url.rstrip("/")
         self.ice_transport_policy = ice_transport_policy
         self.ice_servers = ice_servers
@@ -119,7 +122,8 @@ class WebRTCCaller:
         self._heard = asyncio.Event()
         self._rtvi_event = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
-        self.http = httpx.AsyncClient(timeout=30, verify=verify_tls)
+        transport = httpx.AsyncHTTPTransport(local_address=local_address, verify=verify_tls) if local_address else None
+        self.http = httpx.AsyncClient(timeout=30, verify=verify_tls, headers=headers, transport=transport)
 
     async def connect(self) -> CallResult:
         self.result.started_at = time.monotonic()

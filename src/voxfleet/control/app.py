@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from voxfleet import __version__
 from voxfleet.config import Settings
@@ -21,6 +22,7 @@ from voxfleet.control.state import AppState, Readiness, app_state
 from voxfleet.exceptions import RequestTooLarge
 from voxfleet.scheduler.service import SessionService
 from voxfleet.storage.store import Store
+from voxfleet.transports.signaling import CandidateFilter, ice_server_hosts
 from voxfleet.transports.turn import SessionIceServers
 
 
@@ -28,7 +30,15 @@ def create_app(settings: Settings, service: SessionService, auth: Auth, store: S
                ice: SessionIceServers, llm: Readiness | None = None) -> FastAPI:
     """The app of a running service (stream tokens are minted with this app's secret)."""
     return build_app(AppState(settings=settings, service=service, auth=auth, store=store, ice=ice,
-                              tokens=telephony.stream_tokens(settings), llm=llm))
+                              tokens=telephony.stream_tokens(settings), llm=llm,
+                              candidates=candidate_filter(settings)))
+
+
+def candidate_filter(settings: Settings) -> CandidateFilter:
+    """Callers' ICE candidates: none into the denied networks, except the operator's own STUN/TURN
+    hosts and the addresses its bots advertise (a loopback-only setup on one machine)."""
+    allowed = ice_server_hosts([url for server in settings.ice_servers for url in server.urls])
+    return CandidateFilter(settings.ice_candidate_deny, allowed | set(settings.advertised_addresses))
 
 
 def build_app(state: AppState) -> FastAPI:
@@ -40,11 +50,11 @@ def build_app(state: AppState) -> FastAPI:
     app.state.voxfleet = state
     install_error_handlers(app)
     app.add_middleware(
-        CORSMiddleware,
+        PublicRoutesCORS,
         allow_origins=state.settings.cors_origins,
         allow_methods=["*"],
         allow_headers=["*"],
-        allow_credentials="*" not in state.settings.cors_origins,
+        expose_headers=["Retry-After", "X-Voxfleet-Session-Id", "X-Voxfleet-Queue-Position"],
     )
     app.middleware("http")(limit_body)
     app.include_router(sessions_api.router)
@@ -53,6 +63,22 @@ def build_app(state: AppState) -> FastAPI:
     app.include_router(pages.router)
     app.mount("/static", pages.static_files(), name="static")
     return app
+
+
+PRIVATE_PREFIXES = ("/v1/sessions", "/v1/capacity", "/metrics")
+
+
+class PublicRoutesCORS(CORSMiddleware):
+    """CORS for the configured origins on the public routes only (start, signaling, agents,
+    health): a private route never answers a foreign page's preflight nor gets an
+    Access-Control-Allow-Origin header, whatever ``cors_origins`` says. Keys travel as headers,
+    never as cookies, so credentials are not allowed."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and str(scope["path"]).startswith(PRIVATE_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 async def limit_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -31,13 +31,18 @@ async def metrics(state: State) -> Response:
 
 
 @router.get("/healthz", tags=["ops"])
-async def healthz(state: State) -> JSONResponse:
+async def healthz(request: Request, state: State) -> JSONResponse:
+    """Readiness: 200 ``{"status": "ok", "auth": ...}`` when this instance takes sessions, else 503
+    (``auth``: whether API keys are checked, so a page knows to ask for one). The checks, the
+    runtime's figures and the session count only for a private key (or --dev)."""
     service = state.service
     checks = {"templates": service.backend.ready(), "accepting": service.accepting,
               "llm": state.llm.ready() if state.llm is not None else True}
     ok = all(checks.values())
-    body = {"status": "ok" if ok else "starting", "checks": checks, "runtime": service.backend.status(),
-            "sessions": {"live": service.table.count()}, "auth": await state.auth.enabled()}
+    body: dict[str, Any] = {"status": "ok" if ok else "starting", "auth": await state.auth.enabled()}
+    if await state.auth.is_private(request):
+        body.update({"checks": checks, "runtime": service.backend.status(),
+                     "sessions": {"live": service.table.count()}})
     return JSONResponse(body, status_code=200 if ok else 503)
 
 

@@ -14,7 +14,7 @@ from voxfleet import systemd
 from voxfleet.bots.llm_server import LocalLLMServer
 from voxfleet.config import BUILTIN_ASSISTANT, AgentSpec, Settings
 from voxfleet.control.app import create_app
-from voxfleet.control.auth import Auth
+from voxfleet.control.auth import Auth, ensure_admin_key
 from voxfleet.control.recorder import SessionRecorder
 from voxfleet.scheduler.sessions import SessionRecord
 from voxfleet.webhooks.dispatcher import WebhookDispatcher
@@ -28,6 +28,7 @@ from voxfleet.runtime.ray.backend import RayBackend
 from voxfleet.scheduler.capacity import Resources, profile_named
 from voxfleet.scheduler.placement import LOCAL_REGION, ClusterLedger, Node
 from voxfleet.scheduler.admission import AgentPool
+from voxfleet.scheduler.client_bounds import ClientBoundsSettings
 from voxfleet.scheduler.pool import PercentagePool, PoolPolicy, WarmPoolPolicy
 from voxfleet.scheduler.pool_sizing import ForecastPool, PredictiveWarmPoolPolicy
 from voxfleet.scheduler.service import Limits, SessionService
@@ -112,8 +113,11 @@ async def serve(settings: Settings, announce: Callable[[str], None] = print) -> 
             name="resume-window")
         install_drain(server, service, settings.drain_timeout_s)
         if not await auth.enabled():
-            announce("voxfleet: WARNING: no API key checks (dev mode): anyone who can reach this port can "
-                     "start sessions and read them. Create a key with `voxfleet keys create` to turn them on.")
+            announce("voxfleet: WARNING: --dev: no API key checks: anyone who can reach this port can start "
+                     "sessions and read every transcript. Run without --dev to require keys.")
+        elif (admin := await ensure_admin_key(store)) is not None:
+            announce(f"voxfleet: created the admin API key (shown only now, stored as a hash): {admin}")
+            announce(f"voxfleet: dashboard, logged in with it: {url.rstrip('/')}/dashboard#key={admin}")
         announce(f"voxfleet: ready, open {url}")
         systemd.notify("READY=1")
         await http
@@ -231,14 +235,19 @@ def build_service(settings: Settings, backend: LocalBackend | RayBackend) -> Ses
              for a in settings.agents]
     limits = Limits(offer_timeout=settings.offer_timeout_s, signaling_timeout=settings.signaling_timeout_s,
                     queue_wait=settings.queue_wait_s, max_session=settings.max_session_s,
-                    memory_check=settings.memory_check_s, refill_concurrency=settings.refill_concurrency)
+                    memory_check=settings.memory_check_s, refill_concurrency=settings.refill_concurrency,
+                    bot_wait=settings.queue_wait_s + settings.bot_start_timeout_s,
+                    max_candidates=settings.max_ice_candidates)
     if settings.backend == "ray":  # the cluster's nodes, as Ray reports them
         ledger = ClusterLedger(nearest=settings.ray.nearest_regions, default_region=settings.ray.default_region)
     else:
         log.info("capacity: %d mCPU, %d MiB, %d kbps", capacity.cpu_millis, capacity.mem_mb, capacity.kbps)
         ledger = ClusterLedger([Node("local", LOCAL_REGION, "127.0.0.1", capacity)])
-    return SessionService(backend, pools, ledger, limits=limits,
-                          queue_max=settings.queue_max, keep_ended=settings.ended_sessions_kept)
+    bounds = ClientBoundsSettings(rate_per_s=settings.client_rate_per_s, burst=settings.client_burst,
+                                  max_pending=settings.client_max_pending)
+    return SessionService(backend, pools, ledger, limits=limits, queue_max=settings.queue_max,
+                          keep_ended=settings.ended_sessions_kept, bounds=bounds,
+                          client_share=settings.client_share)
 
 
 def pool_policy(agent: AgentSpec) -> PoolPolicy:

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -20,6 +21,8 @@ from voxfleet.exceptions import InvalidRequest, SessionNotFound
 from voxfleet.transports.signaling import check_candidates, check_offer_sdp
 
 REGION_HEADER = "X-Voxfleet-Region"
+
+log = logging.getLogger(__name__)
 
 router = APIRouter()
 private = [Depends(require_private)]
@@ -51,14 +54,14 @@ class OfferRequest(BaseModel):
 
 
 class Candidate(BaseModel):
-    candidate: str
-    sdp_mid: str
+    candidate: str = Field(max_length=1024)
+    sdp_mid: str = Field(max_length=64)
     sdp_mline_index: int
 
 
 class PatchRequest(BaseModel):
-    pc_id: str
-    candidates: list[Candidate]
+    pc_id: str = Field(max_length=256)
+    candidates: list[Candidate] = Field(max_length=32, description="At most 32 per request (64 per session).")
 
 
 class StartResponse(BaseModel):
@@ -80,11 +83,14 @@ class OfferResponse(BaseModel):
 # -- Pipecat runner / Pipecat Cloud compatible routes ----------------------------------------
 async def start(state: AppState, request: StartRequest, agent: str,
                 http_request: Request) -> StartResponse | JSONResponse:
-    await state.auth.require_start(http_request, agent)
+    client = await state.auth.require_start(http_request, agent)
+    if client is not None:
+        state.service.check_rate(client)
     region = request.region or http_request.headers.get(REGION_HEADER) or None
     if region is not None and len(region) > 64:
         raise InvalidRequest(REGION_HEADER, region, "longer than 64 characters")
-    record = await state.service.start_session(agent, request.body or {}, transport=request.transport, region=region)
+    record = await state.service.start_session(agent, request.body or {}, transport=request.transport, region=region,
+                                               client=client)
     queued = {"queued": record.queue_position is not None, "queuePosition": record.queue_position}
     if request.transport == "websocket":
         # Exactly {wsUrl, token}: @pipecat-ai/websocket-transport refuses any other key in the
@@ -117,11 +123,14 @@ async def start_public(agent: str, request: StartRequest, http_request: Request,
 async def offer(session_id: str, request: OfferRequest, state: State, agent: str | None = None) -> dict[str, Any]:
     """Relay a SmallWebRTC offer to the session's bot; return its answer."""
     check_offer_sdp(request.sdp, request.type)
+    sdp, dropped = state.candidates.offer(request.sdp)
+    if dropped:
+        log.info("session %s: dropped %d ICE candidate(s) of the offer in denied networks", session_id, dropped)
     relay = {
-        "sdp": request.sdp, "type": request.type, "pc_id": request.pc_id,
+        "sdp": sdp, "type": request.type, "pc_id": request.pc_id,
         "restart_pc": request.restart_pc, "request_data": request.request_data or request.requestData,
     }
-    return await state.service.offer(session_id, relay)
+    return await state.service.offer(session_id, relay, agent)
 
 
 @router.patch("/sessions/{session_id}/api/offer", tags=["signaling"])
@@ -131,8 +140,26 @@ async def ice_candidates(session_id: str, request: PatchRequest, state: State,
     """Relay trickled ICE candidates to the session's bot."""
     candidates = [c.model_dump() for c in request.candidates]
     check_candidates(candidates)
-    await state.service.add_ice_candidates(session_id, request.pc_id, candidates)
-    return {"status": "success"}
+    candidates, dropped = state.candidates.trickled(candidates)
+    await state.service.add_ice_candidates(session_id, request.pc_id, candidates, agent)
+    return {"status": "success", **({"ignored": str(dropped)} if dropped else {})}
+
+
+@router.get("/sessions/{session_id}", tags=["signaling"])
+async def session_status(session_id: str, state: State) -> dict[str, Any]:
+    """The caller's own view of its session (the session id is the capability): its state and
+    queue position, nothing of its content (the full record is private: /v1/sessions/{id})."""
+    return caller_view(state.service.get(session_id).to_public())
+
+
+@router.delete("/sessions/{session_id}", tags=["signaling"])
+async def hang_up_own(session_id: str, state: State) -> dict[str, Any]:
+    """The caller hangs up its own session."""
+    return caller_view((await state.service.hang_up(session_id)).to_public())
+
+
+def caller_view(record: dict[str, Any]) -> dict[str, Any]:
+    return {key: record[key] for key in ("sessionId", "agent", "state", "queuePosition", "endReason")}
 
 
 # -- voxfleet API ----------------------------------------------------------------------------

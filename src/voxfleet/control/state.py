@@ -7,7 +7,8 @@ take it through the ``State`` dependency, so a test can build an app around any 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import Annotated, Protocol
 
 from fastapi import Depends, Request
@@ -17,6 +18,7 @@ from voxfleet.config import Settings
 from voxfleet.control.auth import Auth
 from voxfleet.scheduler.service import SessionService
 from voxfleet.storage.store import Store
+from voxfleet.transports.signaling import CandidateFilter
 from voxfleet.transports.stream_tokens import StreamTokens
 from voxfleet.transports.turn import SessionIceServers
 
@@ -36,6 +38,8 @@ class AppState:
     ice: SessionIceServers  # TURN credentials minted per session
     tokens: StreamTokens  # single-use tokens of media WebSockets (phone calls, generic clients)
     llm: Readiness | None = None  # the local LLM server, when voxfleet runs one
+    candidates: CandidateFilter = field(default_factory=lambda: CandidateFilter([]))  # callers' ICE candidates
+    call_sessions: OrderedDict[str, str] = field(default_factory=OrderedDict)  # Twilio CallSid -> session id
 
     @property
     def default_agent(self) -> str:

@@ -23,7 +23,7 @@ from voxfleet.control.errors import ws_close_for
 from voxfleet.end_reasons import EndReason
 from voxfleet.exceptions import StreamProtocolError, StreamRejected
 from voxfleet.runtime.streams import RelayStream, StreamClosed
-from voxfleet.transports.twilio_media import TwilioStreamCheck, is_speech, outbound_audio
+from voxfleet.transports.twilio_media import FrameRate, TwilioStreamCheck, is_speech, outbound_audio
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +40,19 @@ class RelayEnd:
 
 
 class GenericFrameCheck:
-    """Frames of a generic Pipecat WebSocket client (protobuf or JSON): only bounded in size."""
+    """Frames of a generic Pipecat WebSocket client (protobuf or JSON): bounded in size and rate."""
 
-    def check(self, frame: str | bytes) -> None:
+    def __init__(self) -> None:
+        self.rate = FrameRate()
+        self.frames = 0
+
+    def check(self, frame: str | bytes, now: float | None = None) -> None:
+        self.frames += 1
         size = len(frame)
         if size > MAX_FRAME_BYTES:
             raise StreamProtocolError("frame", f"{size} bytes", f"over the {MAX_FRAME_BYTES}-byte limit")
+        if now is not None and not self.rate.take(now):
+            raise StreamProtocolError("frame", f"#{self.frames}", f"over {self.rate.per_s:.0f} frames/s")
 
 
 async def receive_frame(websocket: WebSocket, timeout: float) -> str | bytes | None:
@@ -112,7 +119,7 @@ async def _caller_to_bot(websocket: WebSocket, stream: RelayStream, check: Twili
             stream.close(1000, "caller closed the stream")
             return RelayEnd(EndReason.HANGUP, "caller closed the stream")
         try:
-            message = check.check(frame)
+            message = check.check(frame, time.monotonic())
         except StreamProtocolError as exc:
             code, reason = ws_close_for(exc)
             await close_caller(websocket, code, reason)

@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 TWILIO_STREAM_PATH = "/v1/telephony/twilio/stream"
 WS_PATH = "/v1/ws"
 HANDSHAKE_TIMEOUT_S = 10.0
+MAX_CALLS_REMEMBERED = 10_000  # CallSid -> session, so a replayed webhook starts no second session
 
 
 def stream_tokens(settings: Settings) -> StreamTokens:
@@ -140,9 +141,16 @@ async def twilio_voice(agent: str, request: Request, state: State) -> Response:
     # a number's webhook URL may pick the region its calls run in: ...?region=eu
     region = request.query_params.get("region") or None
     keep = f"&region={quote(region)}" if region else ""
+    known = state.call_sessions.get(call_sid)
+    if known is not None:  # a replayed (or retried) webhook of a call that has its session
+        return await answer_again(state, request, agent, call_sid, known)
     call = {k: params[k] for k in ("CallSid", "AccountSid", "From", "To", "Direction") if k in params}
+    client = f"phone:{params.get('From') or 'unknown'}"  # one calling number is one client
     try:
-        record = await service.start_session(agent, {"call": call}, transport="twilio", region=region)
+        if await state.auth.enabled():
+            service.check_rate(client)
+        record = await service.start_session(agent, {"call": call}, transport="twilio", region=region,
+                                             client=client if await state.auth.enabled() else None)
     except Unplaceable as exc:  # no node could ever take it: a misconfigured number, not busy
         log.error("call %s for %s: %s", call_sid, agent, exc)
         return goodbye(tel.goodbye_message)
@@ -151,12 +159,32 @@ async def twilio_voice(agent: str, request: Request, state: State) -> Response:
         if tel.when_busy == "hold" and attempt < max_hold_attempts(settings):
             return hold(settings, request, agent, say=attempt == 0, query=f"attempt={attempt + 1}{keep}")
         return goodbye(tel.goodbye_message if attempt else f"{tel.busy_message.split('.')[0]}. {tel.goodbye_message}")
+    state.call_sessions[call_sid] = record.session_id
+    while len(state.call_sessions) > MAX_CALLS_REMEMBERED:
+        state.call_sessions.popitem(last=False)
     if record.state != QUEUED:
         return connect_stream(state, request, record.session_id)
     if tel.when_busy == "hangup":
         await service.hang_up(record.session_id, EndReason.BUSY)
         return goodbye(f"{tel.busy_message.split('.')[0]}. {tel.goodbye_message}")
     return hold(settings, request, agent, say=True, query=f"session={record.session_id}{keep}")
+
+
+async def answer_again(state: AppState, request: Request, agent: str, call_sid: str, session_id: str) -> Response:
+    """The same CallSid again (a replayed or retried webhook): never a second session. A session
+    still waiting for its stream is offered it again (one stream per session: the first to
+    connect has it); a held one goes on holding; for one that is streaming or over, goodbye
+    (which reaches only whoever replayed the webhook, not the live call)."""
+    try:
+        record = state.service.get(session_id)
+    except SessionNotFound:
+        return goodbye(state.settings.telephony.goodbye_message)
+    log.warning("call %s: webhook again for session %s (%s): no second session", call_sid, session_id, record.state)
+    if record.state == QUEUED:
+        return hold(state.settings, request, agent, say=False, query=f"session={session_id}")
+    if record.state != ENDED and "stream_connected" not in record.timings_ms:
+        return connect_stream(state, request, session_id)
+    return goodbye(state.settings.telephony.goodbye_message)
 
 
 async def check_held(state: AppState, request: Request, agent: str, session_id: str) -> Response:

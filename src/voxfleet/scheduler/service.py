@@ -20,15 +20,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from voxfleet.scheduler.client_bounds import ClientBounds, ClientBoundsSettings, retry_after_s
 from voxfleet.end_reasons import EndReason
 from voxfleet.exceptions import (
     AgentNotFound,
     AtCapacity,
     BotError,
+    ClientLimited,
     MediaPortsExhausted,
     NotReady,
     SessionConflict,
     SessionNotFound,
+    PeerNotFound,
+    SignalingTimeout,
     Unplaceable,
 )
 from voxfleet.observability.metrics import Metrics
@@ -56,6 +60,8 @@ class Limits:
     memory_check: float = 1.0
     refill_concurrency: int = 1
     pool_tick: float = 5.0
+    bot_wait: float = 60.0  # longest a signaling request waits for its session's bot (queue + start)
+    max_candidates: int = 64  # trickled ICE candidates per session
 
 
 @dataclass
@@ -65,6 +71,9 @@ class Call:
     record: SessionRecord
     launched: asyncio.Future[BotHandle]
     timer: asyncio.Task[None] | None = None  # the queue deadline, then the offer/duration deadlines
+    pc_id: str | None = None  # its WebRTC peer connection, once the bot answered an offer
+    candidates: int = 0  # trickled ICE candidates relayed so far
+    streamed: bool = False  # its media WebSocket was opened (one per session)
 
 
 class SessionService:
@@ -77,11 +86,15 @@ class SessionService:
         limits: Limits,
         queue_max: int = 20,
         keep_ended: int = 1000,
+        bounds: ClientBoundsSettings | None = None,
+        client_share: float = 1.0,
     ) -> None:
         self.backend = backend
         self.limits = limits
         self.core = Admission(pools, ledger, queue_max=queue_max, queue_wait_s=limits.queue_wait,
-                              refill_concurrency=limits.refill_concurrency)
+                              refill_concurrency=limits.refill_concurrency, client_share=client_share)
+        # per-client bounds of callers without a private key (scheduler.client_bounds)
+        self.bounds = ClientBounds(bounds or ClientBoundsSettings())
         self.pools = self.core.pools
         self.agents = list(self.pools)
         self.ledger = ledger
@@ -156,15 +169,28 @@ class SessionService:
         await self.tasks.cancel_all()
 
     # -- commands ---------------------------------------------------------------------------
+    def check_rate(self, client: str) -> None:
+        """Spend one start of ``client``'s rate; ClientLimited (429 RATE_LIMITED) when it has none."""
+        wait = self.bounds.take(client, time.monotonic())
+        if wait is not None:
+            raise ClientLimited(f"client {client} is starting sessions faster than "
+                                f"{self.bounds.settings.rate_per_s:g}/s (burst {self.bounds.settings.burst}); "
+                                f"retry in {wait:.1f}s", retry_after_s(wait), "RATE_LIMITED")
+
     async def start_session(self, agent: str, body: Any, transport: str = "webrtc",
-                            region: str | None = None) -> SessionRecord:
+                            region: str | None = None, client: str | None = None) -> SessionRecord:
+        """Admit a session. ``client``: who asks, bounded per client (None: trusted, a private key)."""
         if agent not in self.pools:
             raise AgentNotFound(agent, self.agents)
         if not self.ready():
             raise NotReady("voxfleet is not ready to serve sessions (starting or draining)")
+        if client is not None and not self.bounds.may_start(client):
+            raise ClientLimited(f"client {client} has {self.bounds.pending(client)} session(s) not yet connected, "
+                                f"the most it may ({self.bounds.settings.max_pending}); connect or end them first",
+                                retry_after_s(self.limits.offer_timeout), "TOO_MANY_PENDING")
         record = SessionRecord(session_id=str(uuid.uuid4()), agent=agent, transport=transport,
                                region_requested=region)
-        commands = self.core.start_requested(record.session_id, agent, body, region, record.created_at)
+        commands = self.core.start_requested(record.session_id, agent, body, region, record.created_at, client)
         rejected = [c for c in commands if isinstance(c, Reject)]
         if rejected:
             self._apply([c for c in commands if not isinstance(c, Reject)])
@@ -172,12 +198,26 @@ class SessionService:
             raise rejected[0].error
         self.calls[record.session_id] = Call(record, asyncio.get_running_loop().create_future())
         self.table.add(record)
+        if client is not None:
+            self.bounds.started(client, record.session_id)
         self._apply(commands)
         self.on_change(record)
         return record
 
-    async def offer(self, session_id: str, request: dict[str, Any]) -> dict[str, Any]:
-        record = self.get(session_id)
+    async def offer(self, session_id: str, request: dict[str, Any], agent: str | None = None) -> dict[str, Any]:
+        """Relay a WebRTC offer: the session's first (no ``pc_id``), or a renegotiation of its
+        peer connection (its ``pc_id``). Anything else is refused before the bot sees it."""
+        record = self._webrtc(session_id, agent, "accept a WebRTC offer")
+        call = self.calls.get(session_id)
+        pc_id = request.get("pc_id")
+        if call is not None and call.pc_id is not None:
+            if pc_id is None:
+                raise SessionConflict(session_id, f"connected already (peer connection {call.pc_id})",
+                                      "accept a second offer without its pc_id")
+            if pc_id != call.pc_id:
+                raise PeerNotFound(session_id, pc_id)
+        elif pc_id is not None:
+            raise PeerNotFound(session_id, pc_id)
         bot = await self._bot_for(record, "accept an offer")
         record.mark("offer_received")
         try:
@@ -186,13 +226,30 @@ class SessionService:
             # this session cannot get media ports now: end it so its reservation frees at once
             self.tasks.spawn(bot.stop(EndReason.MEDIA_PORTS_EXHAUSTED), f"no-ports:{session_id}")
             raise
+        if call is not None and isinstance(answer.get("pc_id"), str):
+            call.pc_id = answer["pc_id"]
         if record.activate():
             record.mark("answered")
+            self.bounds.connected(session_id)
             self.on_change(record)
         return answer
 
-    async def add_ice_candidates(self, session_id: str, pc_id: str, candidates: list[dict[str, Any]]) -> None:
-        record = self.get(session_id)
+    async def add_ice_candidates(self, session_id: str, pc_id: str, candidates: list[dict[str, Any]],
+                                 agent: str | None = None) -> None:
+        """Relay trickled candidates to the session's peer connection (at most
+        ``max_candidates`` over the session)."""
+        record = self._webrtc(session_id, agent, "add ICE candidates")
+        call = self.calls.get(session_id)
+        if call is None:
+            raise SessionConflict(session_id, record.state, "add ICE candidates")
+        if call.pc_id is None:
+            raise SessionConflict(session_id, "not connected yet (no answered offer)", "add ICE candidates")
+        if pc_id != call.pc_id:
+            raise PeerNotFound(session_id, pc_id)
+        if call.candidates + len(candidates) > self.limits.max_candidates:
+            raise SessionConflict(session_id, f"at its limit of {self.limits.max_candidates} ICE candidates",
+                                  f"add {len(candidates)} more")
+        call.candidates += len(candidates)
         bot = await self._bot_for(record, "add ICE candidates")
         await bot.add_ice_candidates(pc_id, candidates, self.limits.signaling_timeout)
 
@@ -200,11 +257,19 @@ class SessionService:
         """Connect a media WebSocket (phone call stream, generic WebSocket client) to the
         session's bot; the caller's frames are then relayed through the returned stream."""
         record = self.get(session_id)
+        call = self.calls.get(session_id)
+        if record.transport == "webrtc":
+            raise SessionConflict(session_id, "a webrtc session (transport)", "open a media stream")
+        if call is not None and call.streamed:
+            raise SessionConflict(session_id, "streaming already", "open a second media stream")
+        if call is not None:
+            call.streamed = True
         bot = await self._bot_for(record, "open a media stream")
         record.mark("stream_connected")
         stream = await bot.open_stream(request, self.limits.signaling_timeout)
         if record.activate():
             record.mark("answered")
+            self.bounds.connected(session_id)
             self.on_change(record)
         return stream
 
@@ -362,6 +427,7 @@ class SessionService:
         record = call.record
         if self.calls.pop(record.session_id, None) is None:
             return
+        self.bounds.ended(record.session_id)
         if call.timer is not None:
             call.timer.cancel()
         record.end(EndReason.SHUTDOWN)  # a no-op unless the session was cut short without a reason
@@ -422,6 +488,17 @@ class SessionService:
                     self.tasks.spawn(bot.stop(EndReason.MEMORY_LIMIT, grace=0.5), f"memory-limit:{bot.bot_id}")
 
     # -- internals --------------------------------------------------------------------------
+    def _webrtc(self, session_id: str, agent: str | None, action: str) -> SessionRecord:
+        """The session, if it is a WebRTC session (of ``agent``, when the route names one)."""
+        record = self.get(session_id)
+        if agent is not None and agent != record.agent:
+            raise SessionNotFound(session_id)
+        if record.transport != "webrtc":
+            raise SessionConflict(session_id, f"a {record.transport} session (transport), not webrtc", action)
+        if record.state == ENDED:
+            raise SessionConflict(session_id, f"ended ({record.end_reason})", action)
+        return record
+
     async def _bot_for(self, record: SessionRecord, action: str) -> BotHandle:
         if record.state == ENDED:
             raise SessionConflict(record.session_id, f"ended ({record.end_reason})", action)
@@ -429,7 +506,10 @@ class SessionService:
         if call is None:
             raise SessionConflict(record.session_id, record.state, action)
         try:
-            return await asyncio.shield(call.launched)
+            # bounded: a queued session waits at most queue_wait, a launch at most bot_start_timeout
+            return await asyncio.wait_for(asyncio.shield(call.launched), self.limits.bot_wait)
+        except asyncio.TimeoutError:
+            raise SignalingTimeout(record.session_id, self.limits.bot_wait) from None
         except (BotError, AtCapacity, Unplaceable):
             raise
         except Exception as exc:  # noqa: BLE001 - surfaced as a bot failure for this session

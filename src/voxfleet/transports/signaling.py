@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from aiortc.sdp import SessionDescription
@@ -45,3 +46,54 @@ def check_candidates(candidates: list[dict[str, Any]]) -> None:
             candidate_from_sdp(text)
         except Exception:
             raise InvalidRequest(f"candidates[{index}].candidate", line, "is not an ICE candidate line") from None
+
+
+class CandidateFilter:
+    """Which ICE candidates of a caller the bot may use: any address outside the denied networks
+    (an mDNS ``.local`` name or other host name is kept; the bot resolves it), and always the
+    hosts of the operator's own STUN/TURN servers (``allow``: a relayed candidate comes from them,
+    even when they run on loopback)."""
+
+    def __init__(self, deny: list[str], allow: set[str] | None = None) -> None:
+        try:
+            self.deny = [ipaddress.ip_network(net, strict=False) for net in deny]
+        except ValueError as exc:
+            raise InvalidRequest("ice_candidate_deny", deny, f"is not a list of networks: {exc}") from None
+        self.allow = set(allow or ())
+
+    def allows(self, address: str) -> bool:
+        address = address.strip("[]")
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return True  # a host name, not an address
+        if address in self.allow:
+            return True
+        return not any(ip.version == net.version and ip in net for net in self.deny)
+
+    def allows_line(self, line: str) -> bool:
+        """``candidate:<foundation> <component> <transport> <priority> <address> <port> typ ...``"""
+        fields = line.removeprefix("a=").removeprefix("candidate:").split()
+        return len(fields) < 5 or self.allows(fields[4])
+
+    def offer(self, sdp: str) -> tuple[str, int]:
+        """The offer without its denied ``a=candidate`` lines, and how many were dropped."""
+        lines = sdp.splitlines(keepends=True)
+        kept = [line for line in lines if not line.startswith("a=candidate:") or self.allows_line(line.strip())]
+        return "".join(kept), len(lines) - len(kept)
+
+    def trickled(self, candidates: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+        kept = [c for c in candidates if not c.get("candidate") or self.allows_line(str(c["candidate"]))]
+        return kept, len(candidates) - len(kept)
+
+
+def ice_server_hosts(urls: list[str]) -> set[str]:
+    """The hosts of ``stun:``/``turn:``/``turns:`` URLs (``turn:host:port?transport=udp``)."""
+    hosts = set()
+    for url in urls:
+        rest = url.partition(":")[2].partition("?")[0]  # host[:port]
+        if rest.startswith("["):  # [IPv6]:port
+            hosts.add(rest[1:].partition("]")[0])
+        else:
+            hosts.add(rest.rpartition(":")[0] if ":" in rest else rest)
+    return hosts

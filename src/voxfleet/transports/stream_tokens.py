@@ -32,10 +32,12 @@ class StreamTokens:
         body = f"{session_id}.{expiry}.{secrets.token_urlsafe(9)}"
         return f"{body}.{self._mac(body)}"
 
-    def consume(self, token: str | None) -> str:
+    def consume(self, token: object) -> str:
         """Check `token` and use it up; return its session id or raise StreamTokenInvalid."""
         if not token:
             raise StreamTokenInvalid("stream token missing")
+        if not isinstance(token, str) or not token.isascii() or len(token) > 256:
+            raise StreamTokenInvalid("stream token malformed (not a short ASCII string)")
         parts = token.split(".")
         if len(parts) != 4:
             raise StreamTokenInvalid("stream token malformed")

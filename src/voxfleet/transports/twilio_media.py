@@ -22,29 +22,57 @@ from voxfleet.exceptions import StreamProtocolError
 INBOUND_EVENTS = ("connected", "start", "media", "mark", "dtmf", "stop")
 SAMPLE_RATE = 8000
 FRAME_BYTES = 160  # 20 ms of 8 kHz mu-law, what Twilio sends per media message
+MAX_FRAME_CHARS = 16 * 1024  # Twilio's messages are a few hundred bytes; its start a few KB at most
+MAX_FRAMES_PER_S = 100.0  # Twilio sends 50 media messages a second, plus a few marks and DTMF
+FRAME_BURST = 200
+
+
+class FrameRate:
+    """A token bucket over a stream's frames: ``burst`` at once, ``per_s`` sustained (pure:
+    time is passed in)."""
+
+    def __init__(self, per_s: float = MAX_FRAMES_PER_S, burst: int = FRAME_BURST) -> None:
+        self.per_s, self.burst = per_s, burst
+        self.tokens = float(burst)
+        self.at: float | None = None
+
+    def take(self, now: float) -> bool:
+        if self.at is not None:
+            self.tokens = min(float(self.burst), self.tokens + (now - self.at) * self.per_s)
+        self.at = now
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
 
 
 class TwilioStreamCheck:
     """Validates the inbound frames of one stream, in order. ``check`` returns the parsed message
-    or raises StreamProtocolError naming the field and the value."""
+    or raises StreamProtocolError naming the field and the value: size, rate (when ``now`` is
+    given), JSON shape, event order and every field of ``start`` voxfleet reads."""
 
     def __init__(self) -> None:
         self.started: dict[str, Any] | None = None  # the start message's "start" object
         self.stopped = False
         self.frames = 0
+        self.rate = FrameRate()
 
     @property
     def stream_sid(self) -> str | None:
         return None if self.started is None else self.started["streamSid"]
 
-    def check(self, frame: str | bytes) -> dict[str, Any]:
+    def check(self, frame: str | bytes, now: float | None = None) -> dict[str, Any]:
         self.frames += 1
         if isinstance(frame, bytes):
             raise StreamProtocolError("frame", frame[:20], "binary frames are not part of Twilio's protocol")
+        if len(frame) > MAX_FRAME_CHARS:
+            raise StreamProtocolError("frame", f"<{len(frame)} characters>", f"over {MAX_FRAME_CHARS}")
+        if now is not None and not self.rate.take(now):
+            raise StreamProtocolError("frame", f"#{self.frames}", f"over {MAX_FRAMES_PER_S:.0f} frames/s")
         try:
             message = json.loads(frame)
-        except ValueError:
-            raise StreamProtocolError("frame", frame, "not JSON") from None
+        except (ValueError, RecursionError):
+            raise StreamProtocolError("frame", frame, "not JSON (or nested too deeply)") from None
         if not isinstance(message, dict):
             raise StreamProtocolError("frame", frame, "not a JSON object")
         event = message.get("event")
@@ -88,10 +116,22 @@ class TwilioStreamCheck:
         params = start.get("customParameters", {})
         if not isinstance(params, dict):
             raise StreamProtocolError("start.customParameters", params, "must be an object")
-        media_format = start.get("mediaFormat") or {}
+        for name, value in params.items():
+            if not isinstance(value, str) or not value.isascii() or len(value) > 512:
+                raise StreamProtocolError(f"start.customParameters.{name}"[:60], value,
+                                          "must be an ASCII string of at most 512 characters")
+        media_format = start.get("mediaFormat", {})
+        if not isinstance(media_format, dict):
+            raise StreamProtocolError("start.mediaFormat", media_format, "must be an object")
         encoding = media_format.get("encoding", "audio/x-mulaw")
-        if encoding != "audio/x-mulaw" or int(media_format.get("sampleRate", SAMPLE_RATE)) != SAMPLE_RATE:
-            raise StreamProtocolError("start.mediaFormat", media_format, "only 8 kHz audio/x-mulaw is supported")
+        if encoding != "audio/x-mulaw":
+            raise StreamProtocolError("start.mediaFormat.encoding", encoding, "only audio/x-mulaw is supported")
+        rate = media_format.get("sampleRate", SAMPLE_RATE)
+        if isinstance(rate, bool) or not isinstance(rate, int) or rate != SAMPLE_RATE:
+            raise StreamProtocolError("start.mediaFormat.sampleRate", rate, "must be the number 8000")
+        channels = media_format.get("channels", 1)
+        if isinstance(channels, bool) or channels != 1:
+            raise StreamProtocolError("start.mediaFormat.channels", channels, "must be 1")
         return start
 
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from voxfleet.control.client_bounds import ClientBounds, ClientBoundsSettings, retry_after_s
+from voxfleet.scheduler.client_bounds import ClientBounds, ClientBoundsSettings, retry_after_s
 
 
 def test_a_burst_then_the_refill_rate():
