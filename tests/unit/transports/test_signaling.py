@@ -1,4 +1,5 @@
-"""A caller's ICE candidates may not point the bot at the networks the operator denies."""
+"""Signaling checks (transports/signaling.py): offers and candidates, and the ICE candidates a caller
+may not point the bot at."""
 
 from __future__ import annotations
 
@@ -6,7 +7,37 @@ import pytest
 
 from voxfleet.config import Settings
 from voxfleet.exceptions import InvalidRequest
-from voxfleet.transports.signaling import CandidateFilter, ice_server_hosts
+from voxfleet.transports.signaling import CandidateFilter, check_candidates, check_offer_sdp, ice_server_hosts
+
+SDP = ("v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
+       "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n"
+       "a=fingerprint:sha-256 " + ":".join(["AB"] * 32) + "\r\na=setup:actpass\r\na=mid:0\r\na=rtpmap:111 opus/48000/2\r\n")
+
+
+def test_offer_checks_accept_a_real_offer_shape():
+    check_offer_sdp(SDP, "offer")
+
+
+@pytest.mark.parametrize("sdp,sdp_type,field,fragment", [
+    (SDP, "answer", "type", "must be 'offer'"),
+    ("", "offer", "sdp", "must start with 'v=0'"),
+    (SDP.replace("a=ice-ufrag:abcd\r\n", ""), "offer", "sdp", "no ICE credentials"),
+    (SDP.replace("a=fingerprint:sha-256 " + ":".join(["AB"] * 32) + "\r\n", ""), "offer", "sdp", "no DTLS fingerprint"),
+    ("v=0\r\n" + "a=x\r\n" * 10000, "offer", "sdp", "longer than"),
+])
+def test_offer_checks_name_field_and_reason(sdp, sdp_type, field, fragment):
+    with pytest.raises(InvalidRequest) as caught:
+        check_offer_sdp(sdp, sdp_type)
+    assert caught.value.field == field
+    assert fragment in str(caught.value)
+    assert str(caught.value).startswith(f"{field}: ")
+
+
+def test_candidate_checks():
+    check_candidates([{"candidate": "candidate:1 1 udp 2122260223 127.0.0.1 54321 typ host"}, {"candidate": ""}])
+    with pytest.raises(InvalidRequest, match=r"candidates\[1\]\.candidate"):
+        check_candidates([{"candidate": ""}, {"candidate": "candidate:zzz"}])
+
 
 DEFAULT = CandidateFilter(Settings().ice_candidate_deny)
 
