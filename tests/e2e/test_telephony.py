@@ -107,6 +107,23 @@ async def test_a_call_reaches_the_bot_and_hears_it(phone_server):
     assert {"stream_start", "first_audio", "answered"} <= set(record["timingsMs"])
 
 
+async def test_an_auth_token_alone_answers_calls(tmp_path):
+    """TWILIO_AUTH_TOKEN without TWILIO_ACCOUNT_SID is a valid setup for inbound calls: the bot
+    (Pipecat's serializer wants the account for its hang-up) takes it from the call's webhook
+    instead of dying at once and leaving the caller in silence."""
+    server = Server("--bot", TONE_BOT, env={"TWILIO_AUTH_TOKEN": AUTH_TOKEN, "TWILIO_ACCOUNT_SID": ""})
+    try:
+        caller = TwilioCaller(server.url, AUTH_TOKEN, account_sid=ACCOUNT)
+        call_sid, answers = await caller.dial("tone")
+        result = await caller.stream(answers[-1], call_sid, [], listen_s=4)
+        assert result.ttfw_ms is not None and result.frames_in > 0, server.log_tail(40)
+        record = await session_of(server, answers[-1].parameters["session"])
+        assert record["endReason"] == "hangup", record
+        assert "auto_hang_up is enabled but missing" not in server.log_tail(400)
+    finally:
+        server.stop()
+
+
 async def test_bad_or_missing_signature_is_refused(phone_server):
     caller = TwilioCaller(phone_server.url, "not-the-auth-token", account_sid=ACCOUNT)
     with pytest.raises(WebhookRefused) as refused:

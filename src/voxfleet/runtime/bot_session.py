@@ -19,6 +19,7 @@ and the bot's peer connection uses them.
 from __future__ import annotations
 
 import asyncio
+import os
 import logging
 import time
 import traceback
@@ -239,6 +240,8 @@ class BotSession:
 
         if self.stream is not None or self.bot_task is not None:
             raise RuntimeError("this session's bot is already connected")
+        if request.transport == "twilio":
+            self.twilio_account_from_call()
         self.stream = RelayedWebSocket(self.emit, request)
         await self.stream.websocket.accept()
         self.observe_websocket_rtvi()
@@ -250,6 +253,15 @@ class BotSession:
         self.bot_task = asyncio.create_task(self.bot(runner_args), name=f"bot:{self.session_id}")
         self.bot_task.add_done_callback(self.bot_finished)
         self.emit(Event(name="bot_started", at=time.time()))
+
+    def twilio_account_from_call(self) -> None:
+        """An auth token alone is a valid Twilio setup for inbound calls, but Pipecat's Twilio
+        serializer (hang-up on EndFrame) also wants the account SID: take it from the call's own
+        webhook, whose signature that token verified. This process hosts this one call only."""
+        call = self.body.get("call") if isinstance(self.body, dict) else None
+        account = call.get("AccountSid") if isinstance(call, dict) else None
+        if os.environ.get("TWILIO_AUTH_TOKEN") and not os.environ.get("TWILIO_ACCOUNT_SID") and account:
+            os.environ["TWILIO_ACCOUNT_SID"] = str(account)
 
     def stream_in(self, message: WsIn) -> None:
         """A frame from the caller."""
