@@ -6,12 +6,13 @@ The routes live in their modules as module-level routers (``sessions_api``, ``te
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from voxfleet import __version__
 from voxfleet.config import Settings
@@ -19,7 +20,7 @@ from voxfleet.control import ops, pages, sessions_api, telephony
 from voxfleet.control.auth import Auth
 from voxfleet.control.errors import error_response, install_error_handlers
 from voxfleet.control.state import AppState, Readiness, app_state
-from voxfleet.exceptions import RequestTooLarge
+from voxfleet.exceptions import ClientLimited, RequestTooLarge
 from voxfleet.scheduler.service import SessionService
 from voxfleet.storage.store import Store
 from voxfleet.transports.signaling import CandidateFilter, ice_server_hosts
@@ -57,6 +58,7 @@ def build_app(state: AppState) -> FastAPI:
         expose_headers=["Retry-After", "X-Voxfleet-Session-Id", "X-Voxfleet-Queue-Position"],
     )
     app.middleware("http")(limit_body)
+    app.add_middleware(AnonymousStartRate, state=state)  # outermost: a flood is refused before anything else
     app.include_router(sessions_api.router)
     app.include_router(ops.router)
     app.include_router(telephony.router)
@@ -79,6 +81,30 @@ class PublicRoutesCORS(CORSMiddleware):
             await self.app(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
+
+
+START_PATH = re.compile(r"^/(start|v1/public/[^/]+/start)/?$")
+
+
+class AnonymousStartRate:
+    """The start rate of clients without a key, checked before routing, body parsing or anything
+    else, so answering a flood costs as little as it can (a keyed client's rate is checked in the
+    route, once its key is known). Off with --dev."""
+
+    def __init__(self, app: ASGIApp, state: AppState) -> None:
+        self.app, self.state = app, state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (scope["type"] == "http" and scope["method"] == "POST" and self.state.auth.mode != "off"
+                and START_PATH.match(scope["path"])
+                and not any(name == b"authorization" for name, _ in scope["headers"])):
+            client = f"addr:{scope['client'][0] if scope.get('client') else 'unknown'}"
+            try:
+                self.state.service.check_rate(client)
+            except ClientLimited as exc:
+                await error_response(429, str(exc), exc.code, retry_after_s=exc.retry_after_s)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 async def limit_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

@@ -84,7 +84,7 @@ class OfferResponse(BaseModel):
 async def start(state: AppState, request: StartRequest, agent: str,
                 http_request: Request) -> StartResponse | JSONResponse:
     client = await state.auth.require_start(http_request, agent)
-    if client is not None:
+    if client is not None and client.startswith("key:"):  # a keyless client's rate: app.AnonymousStartRate
         state.service.check_rate(client)
     region = request.region or http_request.headers.get(REGION_HEADER) or None
     if region is not None and len(region) > 64:
