@@ -60,8 +60,10 @@ class Served:
 
     def __init__(self, argv: list[str], env: dict[str, str], ready: str, url_from: str | None = None) -> None:
         self.log = tempfile.NamedTemporaryFile("w+", prefix="voxfleet-bench-", suffix=".log", delete=False)
-        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **env},
-                                     text=True)
+        # a store of its own: a benchmark neither reads nor writes the operator's sessions and keys
+        store = f"sqlite:///{tempfile.mkdtemp(prefix='voxfleet-bench-')}/voxfleet.db"
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, "VOXFLEET_DATABASE_URL": store, **env}, text=True)
         self.ready = re.compile(ready)
         self.url = url_from
         self.headers: dict[str, str] = {}
