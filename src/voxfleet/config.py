@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
+from voxfleet.webhooks.signing import secret_bytes
 from pydantic import AliasChoices, BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
@@ -48,6 +49,13 @@ class AgentSpec(BaseModel):
     def _webhook_url_is_http(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError(f"webhook_url must be an http(s) URL (got {value!r})")
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret_decodes(cls, value: str | None) -> str | None:
+        if value is not None:
+            secret_bytes(value)  # a malformed whsec_ secret fails at start, not at the first delivery
         return value
     profile: Literal["agent-1x", "agent-2x", "agent-3x"] = Field(
         default="agent-1x", description="Resources each bot reserves: 1x 0.5 vCPU/1 GiB, 2x 1/2, 3x 1.5/3."

@@ -102,3 +102,13 @@ def test_twilio_credentials_come_from_twilios_own_variables(monkeypatch):
     assert (settings.twilio_auth_token, settings.twilio_account_sid) == ("s3cr3t-auth", "AC1")
     assert settings.public_url == "https://voice.example.com"
     assert "s3cr3t-auth" not in repr(settings)
+
+
+def test_a_malformed_webhook_secret_fails_at_start_naming_the_setting():
+    from pydantic import ValidationError
+
+    from voxfleet.config import AgentSpec
+
+    with pytest.raises(ValidationError, match="webhook_secret: 'whsec_' must be followed by base64"):
+        AgentSpec(name="a", bot="x.py", webhook_secret="whsec_%%%")
+    assert AgentSpec(name="a", bot="x.py", webhook_secret="plain-secret").webhook_secret == "plain-secret"

@@ -1,5 +1,6 @@
 """Writes session records, and an event for each change of state, to the store in the background,
-in order, never blocking a call."""
+in order, never blocking a call; a write the store refuses (it is down, restarting, locked) is
+retried with backoff until it is stored."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from voxfleet.scheduler.sessions import SessionRecord
 from voxfleet.storage.store import Store
 
 log = logging.getLogger(__name__)
+
+RETRY_MAX_S = 30.0
 
 
 class SessionRecorder:
@@ -40,12 +43,18 @@ class SessionRecorder:
     async def _write(self) -> None:
         while (snapshot := await self.queue.get()) is not None:
             event = snapshot.pop("_event", None)
-            try:
-                await self.store.save_session(snapshot)
-                if event is not None:
-                    await self.store.add_event(snapshot["sessionId"], event["kind"], event["data"])
-            except Exception as exc:  # noqa: BLE001 - a store hiccup must not end calls; it is logged
-                log.error("session %s: could not be stored: %s", snapshot["sessionId"], exc)
+            delay = 0.5
+            while True:  # in order: a record waits for the store, and the next ones wait for it
+                try:
+                    await self.store.save_session(snapshot)
+                    if event is not None:
+                        await self.store.add_event(snapshot["sessionId"], event["kind"], event["data"])
+                        event = None
+                    break
+                except Exception as exc:  # noqa: BLE001 - a store hiccup must not end calls: retried
+                    log.warning("session %s: not stored yet (%s); retry in %.1fs", snapshot["sessionId"], exc, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(RETRY_MAX_S, delay * 2)
 
     async def aclose(self) -> None:
         """Write what is queued, then stop."""

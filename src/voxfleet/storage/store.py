@@ -14,7 +14,7 @@ from typing import Any, cast
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 from sqlalchemy.engine import CursorResult, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
@@ -45,6 +45,15 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """WAL: readers never wait for the writer; busy_timeout: a writer waits for a lock (another
+    process, e.g. `voxfleet keys`) up to 5 s instead of failing at once."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
 def private_file(path: Path) -> None:
     """Make the database file private to its owner: a directory voxfleet creates for it is 0700
     (an existing one is left as the operator made it), the file is created 0600 and an existing
@@ -66,7 +75,11 @@ class Store:
             path = make_url(self.url).database
             if path and path != ":memory:":
                 private_file(Path(path).expanduser())
-        self.engine: AsyncEngine = create_async_engine(self.url)
+        if self.url.startswith("sqlite"):
+            self.engine: AsyncEngine = create_async_engine(self.url)
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        else:  # a connection the server dropped (a restart) is found out and replaced before use
+            self.engine = create_async_engine(self.url, pool_pre_ping=True)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
     async def migrate(self) -> None:

@@ -3,6 +3,10 @@
 Events are written to the store first (so a restart loses none), then a single task delivers
 whatever is due. It sleeps until the next due time or until a new event is queued — no polling
 loop — and a slow or failing receiver only delays its own retries, never a call.
+
+Store errors lose nothing: an event whose write fails is written again with backoff until it is
+stored (at most ``MAX_UNSTORED`` wait in memory; beyond that the oldest is logged and dropped),
+and the delivery loop is supervised: an error is logged and the loop resumes after a backoff.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from voxfleet.webhooks.signing import headers as signed_headers
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 600.0
+STORE_RETRY_MAX_S = 30.0
+MAX_UNSTORED = 10_000
 
 
 def backoff_s(attempts: int) -> float:
@@ -47,10 +53,19 @@ class WebhookDispatcher:
     def enqueue(self, event_type: str, url: str, payload: dict[str, Any]) -> None:
         """Persist then deliver; returns at once (the write and the delivery run in the background)."""
         async def persist() -> None:
-            try:
-                await self.store.enqueue_webhook(event_type, url, payload)
-            except Exception as exc:  # noqa: BLE001 - logged; the call goes on
-                log.error("webhook %s for %s could not be queued: %s", event_type, url, exc)
+            delay = 0.5
+            while True:
+                try:
+                    await self.store.enqueue_webhook(event_type, url, payload)
+                    break
+                except Exception as exc:  # noqa: BLE001 - retried until stored; the call goes on
+                    if len(self.pending) > MAX_UNSTORED:
+                        log.error("webhook %s for %s lost: %d events wait for the store (%s)", event_type, url,
+                                  len(self.pending), exc)
+                        return
+                    log.warning("webhook %s for %s not stored yet (%s); retry in %.1fs", event_type, url, exc, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(STORE_RETRY_MAX_S, delay * 2)
             self.wake.set()
 
         task = asyncio.create_task(persist(), name=f"webhook-enqueue:{event_type}")
@@ -58,6 +73,19 @@ class WebhookDispatcher:
         task.add_done_callback(self.pending.discard)
 
     async def _run(self) -> None:
+        """The delivery loop, supervised: it never ends on an error, it backs off and resumes."""
+        delay = 0.5
+        while True:
+            try:
+                await self._deliver_forever()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - logged, and the loop goes on
+                log.error("webhook dispatcher: %s: %s; resuming in %.1fs", type(exc).__name__, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(STORE_RETRY_MAX_S, delay * 2)
+
+    async def _deliver_forever(self) -> None:
         async with httpx.AsyncClient(timeout=self.timeout_s) as client:
             while True:
                 self.wake.clear()
@@ -82,6 +110,8 @@ class WebhookDispatcher:
             ok, error = 200 <= reply.status_code < 300, f"HTTP {reply.status_code}"
         except httpx.HTTPError as exc:
             ok, error = False, f"{type(exc).__name__}: {exc}"
+        except ValueError as exc:  # a malformed whsec_ secret: this event waits, the others go on
+            ok, error = False, f"cannot sign: {exc}"
         if ok:
             await self.store.webhook_delivered(row.id)
         else:

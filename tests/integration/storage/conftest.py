@@ -21,28 +21,45 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def postgres_url():
-    """initdb + pg_ctl as the `postgres` user (the server refuses root), trust auth on loopback."""
-    if not (PG_BIN / "initdb").exists():
-        pytest.fail("PostgreSQL 15 server binaries missing: scripts/setup.sh --test installs them")
-    data = Path(tempfile.mkdtemp(prefix="voxfleet-pg-"))
-    shutil.chown(data, "postgres", "postgres")
-    port = _free_port()
+class Postgres:
+    """A real PostgreSQL server on loopback, run as the `postgres` user (it refuses root)."""
 
+    def __init__(self) -> None:
+        self.data = Path(tempfile.mkdtemp(prefix="voxfleet-pg-"))
+        shutil.chown(self.data, "postgres", "postgres")
+        self.port = _free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self.as_postgres(str(PG_BIN / "initdb"), "-D", str(self.data / "db"), "--auth=trust", "-U", "postgres")
+        self.start()
+
+    @staticmethod
     def as_postgres(*argv: str) -> None:
         subprocess.run(["runuser", "-u", "postgres", "--", *argv], check=True, capture_output=True, cwd="/tmp")
 
-    as_postgres(str(PG_BIN / "initdb"), "-D", str(data / "db"), "--auth=trust", "-U", "postgres")
-    as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(data / "db"), "-l", str(data / "log"), "-w", "-o",
-                f"-p {port} -c listen_addresses=127.0.0.1 -k {data}", "start")
+    def start(self) -> None:
+        self.as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.data / "db"), "-l", str(self.data / "log"), "-w",
+                         "-o", f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.data}", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        self.as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.data / "db"), "-m", mode, "-w", "stop")
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    if not (PG_BIN / "initdb").exists():
+        pytest.fail("PostgreSQL 15 server binaries missing: scripts/setup.sh --test installs them")
+    server = Postgres()
     try:
-        url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
-        yield url
+        yield server
     finally:
-        subprocess.run(["runuser", "-u", "postgres", "--", str(PG_BIN / "pg_ctl"), "-D", str(data / "db"),
+        subprocess.run(["runuser", "-u", "postgres", "--", str(PG_BIN / "pg_ctl"), "-D", str(server.data / "db"),
                         "-m", "immediate", "stop"], capture_output=True, cwd="/tmp")
-        shutil.rmtree(data, ignore_errors=True)
+        shutil.rmtree(server.data, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres):
+    return postgres.url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
