@@ -23,7 +23,7 @@ from voxfleet.control.errors import ws_close_for
 from voxfleet.end_reasons import EndReason
 from voxfleet.exceptions import StreamProtocolError, StreamRejected
 from voxfleet.runtime.streams import RelayStream, StreamClosed
-from voxfleet.transports.twilio_media import FrameRate, TwilioStreamCheck, is_speech, outbound_audio
+from voxfleet.transports.twilio_media import TwilioStreamCheck, frame_rate, is_speech, outbound_audio
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class GenericFrameCheck:
     """Frames of a generic Pipecat WebSocket client (protobuf or JSON): bounded in size and rate."""
 
     def __init__(self) -> None:
-        self.rate = FrameRate()
+        self.rate = frame_rate()
         self.frames = 0
 
     def check(self, frame: str | bytes, now: float | None = None) -> None:
@@ -51,7 +51,7 @@ class GenericFrameCheck:
         size = len(frame)
         if size > MAX_FRAME_BYTES:
             raise StreamProtocolError("frame", f"{size} bytes", f"over the {MAX_FRAME_BYTES}-byte limit")
-        if now is not None and not self.rate.take(now):
+        if now is not None and self.rate.take(now) is not None:
             raise StreamProtocolError("frame", f"#{self.frames}", f"over {self.rate.per_s:.0f} frames/s")
 
 

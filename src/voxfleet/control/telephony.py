@@ -145,12 +145,13 @@ async def twilio_voice(agent: str, request: Request, state: State) -> Response:
     if known is not None:  # a replayed (or retried) webhook of a call that has its session
         return await answer_again(state, request, agent, call_sid, known)
     call = {k: params[k] for k in ("CallSid", "AccountSid", "From", "To", "Direction") if k in params}
-    client = f"phone:{params.get('From') or 'unknown'}"  # one calling number is one client
+    # one calling number is one client (unbounded with --dev)
+    client = f"phone:{params.get('From') or 'unknown'}" if await state.auth.enabled() else None
     try:
-        if await state.auth.enabled():
+        if client is not None:
             service.check_rate(client)
         record = await service.start_session(agent, {"call": call}, transport="twilio", region=region,
-                                             client=client if await state.auth.enabled() else None)
+                                             client=client)
     except Unplaceable as exc:  # no node could ever take it: a misconfigured number, not busy
         log.error("call %s for %s: %s", call_sid, agent, exc)
         return goodbye(tel.goodbye_message)

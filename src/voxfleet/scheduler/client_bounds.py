@@ -26,6 +26,8 @@ import math
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from voxfleet.ratelimit import TokenBucket
+
 
 @dataclass(frozen=True)
 class ClientBoundsSettings:
@@ -41,34 +43,23 @@ class ClientBoundsSettings:
             raise ValueError("burst, max_pending and max_clients must be >= 1")
 
 
-@dataclass
-class _Bucket:
-    tokens: float
-    at: float
-
-
 class ClientBounds:
     """The rate bucket and the not-yet-connected sessions of every client."""
 
     def __init__(self, settings: ClientBoundsSettings) -> None:
         self.settings = settings
-        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
         self._pending: dict[str, set[str]] = {}  # client -> sessions not yet connected
         self._owner: dict[str, str] = {}  # session -> client
 
     def take(self, client: str, now: float) -> float | None:
         """Spend one request of ``client``'s rate: None if allowed, else the seconds to wait."""
         s = self.settings
-        bucket = self._buckets.pop(client, None) or _Bucket(float(s.burst), now)
-        bucket.tokens = min(float(s.burst), bucket.tokens + max(0.0, now - bucket.at) * s.rate_per_s)
-        bucket.at = now
+        bucket = self._buckets.pop(client, None) or TokenBucket(s.rate_per_s, s.burst)
         self._buckets[client] = bucket  # most recently used last
         while len(self._buckets) > s.max_clients:
             self._buckets.popitem(last=False)
-        if bucket.tokens >= 1.0:
-            bucket.tokens -= 1.0
-            return None
-        return (1.0 - bucket.tokens) / s.rate_per_s
+        return bucket.take(now)
 
     def pending(self, client: str) -> int:
         return len(self._pending.get(client, ()))

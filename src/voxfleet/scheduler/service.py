@@ -97,7 +97,6 @@ class SessionService:
         self.bounds = ClientBounds(bounds or ClientBoundsSettings())
         self.pools = self.core.pools
         self.agents = list(self.pools)
-        self.ledger = ledger
         self.table = SessionTable(keep_ended)
         self.calls: dict[str, Call] = {}  # live sessions by id
         self.live_bots: dict[str, BotHandle] = {}  # bot_id -> bot (warm or busy)

@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from voxfleet.exceptions import StreamProtocolError
+from voxfleet.ratelimit import TokenBucket
 
 INBOUND_EVENTS = ("connected", "start", "media", "mark", "dtmf", "stop")
 SAMPLE_RATE = 8000
@@ -27,23 +28,9 @@ MAX_FRAMES_PER_S = 100.0  # Twilio sends 50 media messages a second, plus a few 
 FRAME_BURST = 200
 
 
-class FrameRate:
-    """A token bucket over a stream's frames: ``burst`` at once, ``per_s`` sustained (pure:
-    time is passed in)."""
-
-    def __init__(self, per_s: float = MAX_FRAMES_PER_S, burst: int = FRAME_BURST) -> None:
-        self.per_s, self.burst = per_s, burst
-        self.tokens = float(burst)
-        self.at: float | None = None
-
-    def take(self, now: float) -> bool:
-        if self.at is not None:
-            self.tokens = min(float(self.burst), self.tokens + (now - self.at) * self.per_s)
-        self.at = now
-        if self.tokens < 1.0:
-            return False
-        self.tokens -= 1.0
-        return True
+def frame_rate() -> TokenBucket:
+    """The bound on a media stream's frames: ``FRAME_BURST`` at once, ``MAX_FRAMES_PER_S`` sustained."""
+    return TokenBucket(MAX_FRAMES_PER_S, FRAME_BURST)
 
 
 class TwilioStreamCheck:
@@ -55,7 +42,7 @@ class TwilioStreamCheck:
         self.started: dict[str, Any] | None = None  # the start message's "start" object
         self.stopped = False
         self.frames = 0
-        self.rate = FrameRate()
+        self.rate = frame_rate()
 
     @property
     def stream_sid(self) -> str | None:
@@ -67,7 +54,7 @@ class TwilioStreamCheck:
             raise StreamProtocolError("frame", frame[:20], "binary frames are not part of Twilio's protocol")
         if len(frame) > MAX_FRAME_CHARS:
             raise StreamProtocolError("frame", f"<{len(frame)} characters>", f"over {MAX_FRAME_CHARS}")
-        if now is not None and not self.rate.take(now):
+        if now is not None and self.rate.take(now) is not None:
             raise StreamProtocolError("frame", f"#{self.frames}", f"over {MAX_FRAMES_PER_S:.0f} frames/s")
         try:
             message = json.loads(frame)
