@@ -28,7 +28,7 @@ def utterance(text: str) -> np.ndarray:
 def test_an_utterance_is_transcribed_once_without_the_decoder_repeating_it(short, text):
     heard, no_speech = short.transcribe(utterance(text))
     errors, words = word_errors(text, heard)
-    assert errors <= 1, heard  # tiny.en may mishear a word ("evening" -> "e being"), never loop
+    assert errors <= 2, heard  # tiny.en may mishear a word ("evening" -> "e being": 2 word errors), never loop
     assert len(heard.split()) <= words + 1 and no_speech < 0.4, heard
 
 
