@@ -132,7 +132,12 @@ class LLMSettings(BaseModel):
         ),
     )
     local_port: int = Field(default=0, description="Port of the local llama.cpp server (0: pick one).")
-    local_threads: int = Field(default=1, ge=1, description="CPU threads for the local LLM.")
+    local_threads: int = Field(
+        default=0, ge=0,
+        description="CPU threads for the local LLM (0: one per CPU, at most 4). A turn's answer is decoded while "
+        "the rest of the pipeline waits for its first words: on 2 cores, 2 threads decode Gemma 3 270M at "
+        "25 ms/token instead of 42.",
+    )
     local_ctx: int = Field(default=2048, ge=256, description="Context length of the local LLM.")
 
 
@@ -281,6 +286,12 @@ class Settings(BaseSettings):
     queue_max: int = Field(default=20, ge=0, description="Sessions that may wait for capacity at once.")
     queue_wait_s: float = Field(default=30.0, gt=0, description="Longest wait in the queue before 429.")
     refill_concurrency: int = Field(default=1, ge=1, description="Warm bots initialised at the same time.")
+    warm_nice: int = Field(
+        default=10, ge=0, le=19,
+        description="Nice value of a warm bot while it warms up and waits; back to 0 when it takes a session "
+        "(0: never lowered; only lowered where the bot may raise it again: root or RLIMIT_NICE). A refill "
+        "forked during a call then takes only CPU the call leaves idle.",
+    )
     max_session_s: float = Field(default=3600.0, gt=0, description="A session is ended after this long.")
     cpu_shares: bool = Field(
         default=True, description="Give each bot a CPU share by profile through cgroups where writable."
@@ -521,3 +532,11 @@ def load_settings(**overrides: Any) -> Settings:
             for err in exc.errors()
         )
         raise ConfigError(f"invalid configuration: {problems}") from exc
+
+
+def llm_threads(configured: int) -> int:
+    """The local LLM's thread count for `configured` (0: one per CPU, at most 4)."""
+    import os
+
+    return configured or max(1, min(4, os.cpu_count() or 1))
+

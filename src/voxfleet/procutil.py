@@ -15,3 +15,37 @@ def die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     except OSError:
         pass
+
+
+def can_renice_back(nice: int) -> bool:
+    """Whether this process could raise its threads back from `nice` to 0 (root, or an
+    RLIMIT_NICE that allows it): only then may a warm bot lower its priority while it waits."""
+    import os
+    import resource
+
+    if os.geteuid() == 0:
+        return True
+    try:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NICE)
+    except (AttributeError, OSError):
+        return False
+    return soft == resource.RLIM_INFINITY or soft >= 20 or nice <= 0
+
+
+def set_threads_nice(nice: int) -> int:
+    """Set the nice value of every thread of this process (Linux keeps one per thread, and a new
+    thread inherits its creator's); the number of threads changed."""
+    import os
+
+    changed = 0
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        tids = [str(os.getpid())]
+    for tid in tids:
+        try:
+            os.setpriority(os.PRIO_PROCESS, int(tid), nice)
+            changed += 1
+        except OSError:  # a thread that ended meanwhile, or not permitted
+            pass
+    return changed

@@ -69,13 +69,34 @@ async def test_spoken_conversation(assistant_server):
     assert 'voxfleet_warm_bots{agent="assistant"}' in metrics
 
 
+def thread_nices(pid: int) -> set[int]:
+    """The nice values of `pid`'s threads (Linux keeps one per thread)."""
+    import os
+
+    nices = set()
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/stat") as stat:
+            nices.add(int(stat.read().rsplit(")", 1)[1].split()[16]))
+    return nices
+
+
 async def test_each_session_gets_a_fresh_process(assistant_server):
     pids = []
     for _ in range(2):
+        # A warm bot waits at the configured warm_nice (10), so a refill during a call takes only
+        # idle CPU; the bot that takes the session runs every thread at 0 again.
+        with assistant_server.client() as http:
+            pool = wait_for(lambda: (p := http.get("/v1/capacity").json()["agents"]["assistant"])["warm"]
+                            and not p["warming"] and p, timeout=60)
+        assert all(thread_nices(pid) == {10} for pid in pool["warm_pids"]), pool
         caller = WebRTCCaller(assistant_server.url)
         try:
             result = await caller.connect()
             await caller.wait_first_audio(timeout=30)
+            with assistant_server.client() as http:
+                live = http.get(f"/v1/sessions/{result.session_id}").json()
+            if live["start"] == "warm":
+                assert thread_nices(live["pid"]) == {0}
         finally:
             await caller.close()
         with assistant_server.client() as http:

@@ -17,7 +17,7 @@ from typing import Any
 from voxfleet.bench.webrtc_client import WebRTCCaller
 from voxfleet.bots.assistant_prompts import warm_up_messages
 from voxfleet.bots.llm_server import LocalLLMServer, free_port
-from voxfleet.config import LLMSettings
+from voxfleet.config import LLMSettings, llm_threads
 from voxfleet.observability.turns import percentile as turn_percentile
 
 
@@ -127,8 +127,10 @@ async def one_session(url: str, question) -> dict[str, Any]:
         v2v_s = await caller.wait_bot_audio_after(spoken_at, timeout=60)
         await caller.wait_bot_quiet(quiet_for=0.8, timeout=60)
         cpu_s = (busy_cpu_s() - cpu0) - (time.process_time() - own0)
+        to_epoch = time.time() - time.monotonic()  # the bot stamps its turns in epoch seconds
         return {"ttfw_ms": ttfw_ms, "v2v_ms": v2v_s * 1000, "cpu_s": round(cpu_s, 3),
-                "session_id": caller.result.session_id}
+                "session_id": caller.result.session_id, "speech_end_at": spoken_at + to_epoch,
+                "heard_at": spoken_at + v2v_s + to_epoch}
     finally:
         await caller.close()
 
@@ -136,7 +138,8 @@ async def one_session(url: str, question) -> dict[str, Any]:
 async def shared_llm() -> tuple[LocalLLMServer, dict[str, str], dict[str, str]]:
     """One LLM process for both servers of a comparison: (server, env for a Pipecat runner's bot,
     env for voxfleet serve)."""
-    llm = LocalLLMServer(model="gemma3-270m", alias="gemma3-270m", port=0, threads=LLMSettings().local_threads, ctx=2048,
+    llm = LocalLLMServer(model="gemma3-270m", alias="gemma3-270m", port=0,
+                         threads=llm_threads(LLMSettings().local_threads), ctx=2048,
                          cache_dir=Path.home() / ".cache" / "voxfleet" / "models",
                          warm_up_messages=warm_up_messages())
     await llm.start()

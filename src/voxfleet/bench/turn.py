@@ -88,6 +88,10 @@ async def run_calls(name: str, url: str, calls: int, question, *, records: bool,
     if records:
         report["bot_v2v_ms"] = _p([t["v2vMs"] for _, t in bot_turns])
         report["caller_minus_bot_ms"] = _p([r["v2v_ms"] - t["v2vMs"] for r, t in bot_turns])
+        # The gap split by direction (same machine, one clock): the caller's end of speech -> the
+        # end of speech as the bot's VAD placed it, and the bot's first audio out -> heard.
+        report["uplink_ms"] = _p([(t["speechEndAt"] - r["speech_end_at"]) * 1000 for r, t in bot_turns])
+        report["downlink_ms"] = _p([(r["heard_at"] - t["speechEndAt"]) * 1000 - t["v2vMs"] for r, t in bot_turns])
         report["stages_ms"] = {s: _p([t["stagesMs"][s] for _, t in bot_turns if s in t["stagesMs"]])
                                for s in STAGES}
     return report
@@ -183,4 +187,8 @@ def render(report: dict[str, Any]) -> str:
         if "stages_ms" in r:
             stages = ", ".join(f"{s} {_ms(v['p50'])}/{_ms(v['p95'])}" for s, v in r["stages_ms"].items() if v["n"])
             lines.append(f"{name} stages after end of speech, p50/p95 ms: {stages}")
+        if r.get("uplink_ms", {}).get("n"):
+            lines.append(f"{name} gap by direction, p50/p95 ms: caller -> bot's end of speech "
+                         f"{_ms(r['uplink_ms']['p50'])}/{_ms(r['uplink_ms']['p95'])}, bot's first audio out -> "
+                         f"heard {_ms(r['downlink_ms']['p50'])}/{_ms(r['downlink_ms']['p95'])}")
     return "\n".join(lines)

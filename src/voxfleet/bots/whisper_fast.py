@@ -7,6 +7,9 @@ ends, so a window of the utterance + ``margin_s`` is decoded in timestamp mode a
 stops at the first segment that ends at the end of the audio (a short window otherwise makes
 the decoder repeat the utterance). Measured with ``voxfleet bench stt``: ~4x faster at the same
 word error rate. Utterances longer than the window fall back to faster-whisper's own path.
+A margin of 1 s measured the same word error rate as 3 s on 30 synthetic utterances (2.9% vs
+2.4%: one word) at 70 ms instead of 105 ms per utterance; a segment in which the decoder loops
+is cut to its first period (``_unlooped``).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ END_SLACK_S = 0.8
 class ShortWindowWhisper:
     """Transcribes one utterance with a window sized to it (see the module docstring)."""
 
-    def __init__(self, model: Any, margin_s: float = 3.0) -> None:
+    def __init__(self, model: Any, margin_s: float = 1.0) -> None:
         from faster_whisper.tokenizer import Tokenizer
 
         self.model = model
@@ -51,7 +54,7 @@ class ShortWindowWhisper:
         encoded = self.model.encode(pad_or_trim(features, window))
         tok = self.tokenizer
         result = self.model.model.generate(
-            encoded, [list(tok.sot_sequence)], beam_size=1, max_length=int(16 + content_s * 12),
+            encoded, [list(tok.sot_sequence)], beam_size=1, max_length=int(16 + content_s * 8),
             suppress_blank=True, suppress_tokens=[-1], return_no_speech_prob=True,
         )[0]
         return self._speech_text(result.sequences_ids[0], content_s), float(result.no_speech_prob)
@@ -75,6 +78,7 @@ class ShortWindowWhisper:
             if token >= tok.eot:
                 break
             current.append(token)
+        current = _unlooped(current)
         if current and current not in segments:
             segments.append(current)
         return " ".join(tok.decode(s).strip() for s in segments).strip()
@@ -87,7 +91,18 @@ class ShortWindowWhisper:
         return text, min((s.no_speech_prob for s in segments), default=1.0)
 
 
-def make_whisper_service(model_dir: str, threads: int = 1, margin_s: float = 3.0) -> Any:
+def _unlooped(tokens: list[int], min_period: int = 3) -> list[int]:
+    """`tokens` without the decoder's loop: a segment that never reached its closing timestamp
+    and instead repeats its own start (``What is the capital of France? What is the capital of
+    France? What``, seen in ~1 of 6 short windows) is cut to one period of the repetition. Only
+    a repetition that runs to the end of the segment and covers it at least twice counts."""
+    for period in range(min_period, len(tokens) // 2 + 1):
+        if all(tokens[i] == tokens[i - period] for i in range(period, len(tokens))):
+            return tokens[:period]
+    return tokens
+
+
+def make_whisper_service(model_dir: str, threads: int = 1, margin_s: float = 1.0) -> Any:
     """A Pipecat ``WhisperSTTService`` that transcribes with ``ShortWindowWhisper``, loads its
     model in a thread (the pipeline and the greeting start at once) and reports the same frames
     and metrics as Pipecat's own. One CPU thread by default (faster-whisper takes 4): during a

@@ -12,7 +12,7 @@ import uvicorn
 from voxfleet.bots.assistant_prompts import warm_up_messages
 from voxfleet import systemd
 from voxfleet.bots.llm_server import LocalLLMServer
-from voxfleet.config import BUILTIN_ASSISTANT, AgentSpec, Settings
+from voxfleet.config import BUILTIN_ASSISTANT, AgentSpec, Settings, llm_threads
 from voxfleet.control.app import create_app
 from voxfleet.control.auth import Auth, ensure_admin_key
 from voxfleet.control.recorder import SessionRecorder
@@ -52,7 +52,7 @@ async def serve(settings: Settings, announce: Callable[[str], None] = print) -> 
         if any(a.bot == BUILTIN_ASSISTANT for a in settings.agents):
             llm = LocalLLMServer(
                 model=settings.llm.local_model, alias=settings.llm.model, port=settings.llm.local_port,
-                threads=settings.llm.local_threads, ctx=settings.llm.local_ctx,
+                threads=llm_threads(settings.llm.local_threads), ctx=settings.llm.local_ctx,
                 cache_dir=settings.model_cache_dir, warm_up_messages=warm_up_messages(),
             )
             env = {"OPENAI_BASE_URL": llm.base_url, "OPENAI_API_KEY": "not-needed",
@@ -193,7 +193,7 @@ def bot_specs(settings: Settings) -> dict[str, BotSpec]:
     return {agent.name: BotSpec(
         agent=agent.name, bot=agent.bot, log_level=settings.log_level,
         log_format=resolve_log_format(settings.log_format), idle_timeout_s=settings.idle_timeout_s,
-        reconnect_s=settings.reconnect_s, memory_check_s=settings.memory_check_s,
+        reconnect_s=settings.reconnect_s, memory_check_s=settings.memory_check_s, warm_nice=settings.warm_nice,
         advertised_addresses=list(settings.advertised_addresses), media_ports=settings.media_port_range,
     ) for agent in settings.agents}
 

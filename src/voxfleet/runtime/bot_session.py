@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from voxfleet.exceptions import MediaPortsExhausted
+from voxfleet.procutil import can_renice_back, set_threads_nice
 from voxfleet.runtime.messages import (
     Answer,
     Assign,
@@ -103,10 +104,14 @@ class BotSession:
         self.preloader = ModelPreloader(
             lambda entry: self.emit(ModelLoad(model=entry, in_session=self.assigned.is_set())))
         self.preloader.install()
+        self.niced = False
 
     # -- a warm bot ---------------------------------------------------------------------------
     async def prepare_warm(self) -> None:
         started = time.monotonic()
+        if self.spec.warm_nice and can_renice_back(self.spec.warm_nice):
+            set_threads_nice(self.spec.warm_nice)
+            self.niced = True
         problems = await self.sync_preload(self.preload) if self.preload else []
         if self.warmup is not None:
             try:
@@ -141,6 +146,9 @@ class BotSession:
         self.session_id = start.session_id
         self.body = start.body
         self.handler.update_ice_servers([IceServer(**s) for s in start.ice_servers])
+        if self.niced:
+            set_threads_nice(0)
+            self.niced = False
         self.assigned.set()
 
     def relabel_logs(self) -> None:
@@ -284,6 +292,7 @@ class BotSession:
 
         self.observe_rtvi(connection)
         self.observe_turns()
+        shorten_audio_jitter_buffer(connection.pc)
 
         @connection.event_handler("connected")
         async def on_connected(_connection: Any) -> None:
@@ -380,3 +389,30 @@ class BotSession:
                 log.warning("session %s: no media for %.0fs; ending", self.session_id, now - last_change)
                 self.stop("idle_timeout")
                 return
+
+
+# Frames the bot's WebRTC audio receiver holds back before it releases the oldest. aiortc holds 4
+# (a jitter buffer sized for playout: 80 ms); the bot plays nothing it receives, it feeds a VAD
+# and an STT, which lose nothing to a frame arriving late, so it releases each frame as soon as
+# the next one arrives: the caller's end of speech reaches the bot ~60 ms sooner.
+BOT_AUDIO_PREFETCH = 1
+
+
+def shorten_audio_jitter_buffer(pc: Any, prefetch: int = BOT_AUDIO_PREFETCH) -> bool:
+    """Give `pc`'s audio receivers a jitter buffer of `prefetch` frames (see BOT_AUDIO_PREFETCH);
+    False (and the connection unchanged) if this aiortc keeps its buffer elsewhere."""
+    from aiortc.jitterbuffer import JitterBuffer
+
+    changed = False
+    for transceiver in pc.getTransceivers():
+        receiver = transceiver.receiver
+        attribute = "_RTCRtpReceiver__jitter_buffer"  # set in RTCRtpReceiver.__init__, read per packet
+        current = getattr(receiver, attribute, None)
+        if transceiver.kind != "audio" or not isinstance(current, JitterBuffer):
+            continue
+        setattr(receiver, attribute, JitterBuffer(capacity=current.capacity, prefetch=prefetch))
+        changed = True
+    if not changed:
+        log.warning("WebRTC audio receiver: no aiortc jitter buffer found; it keeps its default")
+    return changed
+

@@ -59,6 +59,7 @@ class BotSpec:
     idle_timeout_s: float  # no packet from the caller for this long ends the session
     reconnect_s: float  # a bot in a call tries this long to rejoin a restarted control plane
     memory_check_s: float  # how often a Ray bot samples its memory for the control plane
+    warm_nice: int = 0  # a warm bot's nice value until it takes a session
     advertised_addresses: list[str] = field(default_factory=list)
     media_ports: tuple[int, int] | None = None
 

@@ -47,3 +47,14 @@ def test_audio_longer_than_the_window_falls_back_to_the_full_path(short):
     finally:
         del short._long
     assert calls == [len(long)] and "capital of france" in heard.lower()
+
+
+def test_a_segment_that_repeats_its_own_start_is_cut_to_one_period():
+    from voxfleet.bots.whisper_fast import _unlooped
+
+    sentence = [11, 12, 13, 14, 15, 16, 17]  # "What is the capital of France?"
+    assert _unlooped(sentence * 3 + sentence[:1]) == sentence
+    assert _unlooped(sentence + sentence) == sentence
+    assert _unlooped(sentence) == sentence  # nothing repeated: untouched
+    assert _unlooped([5, 5, 5, 5, 5, 5]) == [5, 5, 5]  # no period shorter than 3 tokens
+    assert _unlooped(sentence + [11, 12, 99]) == sentence + [11, 12, 99]  # repeats, then differs: speech
