@@ -133,7 +133,8 @@ async def bench_turn(args: argparse.Namespace) -> dict:
 
     concurrency = [int(k) for k in args.concurrency.split(",") if k.strip()]
     return await run_turn_bench(calls=args.calls, bot=args.bot, speech_text=args.question, concurrency=concurrency,
-                                include_plain=not args.no_plain, include_peer=not args.no_peer)
+                                include_plain=not args.no_plain, include_peer=not args.no_peer,
+                                include_assistant=not args.no_assistant)
 
 
 async def bench_stt(args: argparse.Namespace) -> dict:
@@ -270,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
                       help="also call the assistant K at a time, for each K (e.g. 1,2,4)")
     turn.add_argument("--no-plain", action="store_true", help="skip the plain bot under voxfleet")
     turn.add_argument("--no-peer", action="store_true", help="skip the Pipecat dev-runner run")
+    turn.add_argument("--no-assistant", action="store_true", help="skip the built-in assistant under voxfleet")
     turn.add_argument("--question", default="What is the capital of France?")
     turn.add_argument("--json", action="store_true")
     turn.set_defaults(func=cmd_bench, run=bench_turn)

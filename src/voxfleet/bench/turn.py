@@ -106,27 +106,16 @@ def _serve(bot: Path | None, env: dict[str, str]) -> Served:
 
 
 async def run_turn_bench(calls: int, bot: str | None, speech_text: str, concurrency: list[int],
-                         include_plain: bool = True, include_peer: bool = True) -> dict[str, Any]:
+                         include_plain: bool = True, include_peer: bool = True,
+                         include_assistant: bool = True) -> dict[str, Any]:
     advertise_addresses(["127.0.0.1"])
     question = speak(speech_text)
     plain = Path(bot) if bot else PLAIN_BOT
     llm, bot_env, serve_env = await shared_llm()
     report: dict[str, Any] = {"calls": calls, "question": speech_text, "plain_bot": str(plain), "series": {}}
     try:
-        server = _serve(None, serve_env)
-        try:
-            url = await server.wait_ready()
-            async with httpx.AsyncClient(base_url=url, timeout=30) as http:
-                await pool_settled(http, "assistant", min_warm=1, timeout=120)
-            report["series"]["voxfleet"] = await run_calls("voxfleet", url, calls, question, records=True,
-                                                           agent="assistant")
-            for k in concurrency:
-                if k > 1:
-                    report["series"][f"voxfleet_x{k}"] = await run_calls(
-                        f"voxfleet x{k}", url, max(calls, 2 * k) // k * k, question, records=True,
-                        agent="assistant", concurrency=k)
-        finally:
-            server.stop()
+        if include_assistant:
+            await _assistant_series(report, calls, question, concurrency, serve_env)
         if include_plain:
             agent = plain.stem.replace("_", "-").lower()  # the agent name `serve --bot` gives it
             server = _serve(plain, serve_env)
@@ -150,6 +139,24 @@ async def run_turn_bench(calls: int, bot: str | None, speech_text: str, concurre
         await llm.aclose()
     report["text"] = render(report)
     return report
+
+
+async def _assistant_series(report: dict[str, Any], calls: int, question: Any, concurrency: list[int],
+                            serve_env: dict[str, str]) -> None:
+    server = _serve(None, serve_env)
+    try:
+        url = await server.wait_ready()
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            await pool_settled(http, "assistant", min_warm=1, timeout=120)
+        report["series"]["voxfleet"] = await run_calls("voxfleet", url, calls, question, records=True,
+                                                       agent="assistant")
+        for k in concurrency:
+            if k > 1:
+                report["series"][f"voxfleet_x{k}"] = await run_calls(
+                    f"voxfleet x{k}", url, max(calls, 2 * k) // k * k, question, records=True,
+                    agent="assistant", concurrency=k)
+    finally:
+        server.stop()
 
 
 def _ms(value: float | None) -> str:
