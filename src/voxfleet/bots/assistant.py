@@ -56,6 +56,7 @@ from pipecat.workers.runner import WorkerRunner
 from voxfleet.bots import models
 from voxfleet.bots.assistant_prompts import GREETING, SYSTEM_PROMPT
 from voxfleet.bots.clauses import ClauseTextAggregator
+from voxfleet.bots.early import EarlySmartTurn
 from voxfleet.bots.whisper_fast import make_whisper_service
 
 # The longest silence smart-turn waits out when it judges the user's turn incomplete (Pipecat's
@@ -183,7 +184,7 @@ def _make_stt():
 
 
 def _make_turn_analyzer() -> LocalSmartTurnAnalyzerV3:
-    return LocalSmartTurnAnalyzerV3(params=SmartTurnParams(stop_secs=SMART_TURN_MAX_WAIT_S))
+    return EarlySmartTurn(params=SmartTurnParams(stop_secs=SMART_TURN_MAX_WAIT_S))
 
 
 def _make_llm() -> OpenAILLMService:

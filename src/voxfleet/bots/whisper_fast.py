@@ -109,6 +109,9 @@ def make_whisper_service(model_dir: str, threads: int = 1, margin_s: float = 1.0
     call the bot's media handling keeps about half a core busy, and on 2 cores a second Whisper
     thread measured no faster in the pipeline (its threads wait for each other), only costlier
     when calls run side by side."""
+    from collections import deque
+
+    from voxfleet.bots.early import EarlyStart
     from pipecat.frames.frames import ErrorFrame, Frame, TranscriptionFrame
     from pipecat.services.whisper.stt import WhisperSTTService
     from pipecat.utils.time import time_now_iso8601
@@ -117,6 +120,10 @@ def make_whisper_service(model_dir: str, threads: int = 1, margin_s: float = 1.0
         def _load(self) -> None:
             self._loaded = threading.Event()
             self._short: ShortWindowWhisper | None = None
+            self._early = EarlyStart()
+            self._early_task: asyncio.Future | None = None  # the current speech's early transcript
+            self._early_busy = False  # one early transcription at a time (a dropped one may still run)
+            self._early_for_segment: deque[asyncio.Future | None] = deque()  # per queued segment
 
             def load() -> None:
                 from faster_whisper import WhisperModel
@@ -138,15 +145,63 @@ def make_whisper_service(model_dir: str, threads: int = 1, margin_s: float = 1.0
         def wait_loaded(self) -> None:
             self._loaded.wait()
 
+        def _transcribe(self, pcm: bytes) -> tuple[str, float]:
+            assert self._short is not None
+            return self._short.transcribe(np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0)
+
+        async def _handle_user_started_speaking(self, frame: Any) -> None:
+            await super()._handle_user_started_speaking(frame)
+            self._early.user_started()
+            self._early_task = None
+
+        async def _handle_user_stopped_speaking(self, frame: Any) -> None:
+            if self.is_usable:  # the segment Pipecat queues now gets this speech's early transcript
+                self._early_for_segment.append(self._early_task)
+            self._early_task = None
+            self._early.user_stopped()
+            await super()._handle_user_stopped_speaking(frame)
+
+        async def process_audio_frame(self, frame: Any, direction: Any) -> None:
+            await super().process_audio_frame(frame, direction)
+            if self._short is None or not frame.audio:
+                return
+            samples = np.frombuffer(frame.audio, dtype=np.int16)
+            event = self._early.audio(int(np.abs(samples).max()), len(samples) / max(1, self.sample_rate))
+            if event == "resumed":
+                self._early_task = None
+            elif event == "start":
+                self._start_early()
+
+        def _start_early(self) -> None:
+            """Transcribe the speech so far in the background; if the one before (dropped when
+            the caller spoke again) still runs, as soon as it ends, while the caller stays quiet."""
+            if self._early_busy:
+                return
+            self._early_busy = True
+            pcm = bytes(self._audio_buffer) + self._trailing_silence()
+            self._early_task = asyncio.ensure_future(asyncio.to_thread(self._transcribe, pcm))
+            self._early_task.add_done_callback(self._early_done)
+
+        def _early_done(self, _task: asyncio.Future) -> None:
+            self._early_busy = False
+            if self._early.started and self._early_task is None:  # quiet again since: catch up
+                self._start_early()
+
         async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame, None]:
             if not self._loaded.is_set():
                 await asyncio.to_thread(self._loaded.wait)
             if self._short is None:
                 yield ErrorFrame("Whisper model not available")
                 return
+            early = self._early_for_segment.popleft() if self._early_for_segment else None
             await self.start_processing_metrics()
-            samples = np.frombuffer(audio, dtype=np.int16).astype(np.float32) / 32768.0
-            text, no_speech = await asyncio.to_thread(self._short.transcribe, samples)
+            result: tuple[str, float] | None = None
+            if early is not None:
+                try:
+                    result = await early
+                except Exception:  # noqa: BLE001 - the early transcription failed: transcribe now
+                    result = None
+            text, no_speech = result if result is not None else await asyncio.to_thread(self._transcribe, audio)
             await self.stop_processing_metrics()
             threshold = self._settings.no_speech_prob
             if text and (threshold is None or no_speech < threshold):

@@ -21,7 +21,7 @@ def pieces(tokens: list[str], **options) -> list[str]:
 
 def test_the_first_words_of_an_answer_go_to_tts_before_its_sentence_ends():
     tokens = [" The", " capital", " of", " France", " is", " Paris", ".", " It", " is", " lovely", "."]
-    assert pieces(tokens) == ["The capital of France is", "Paris.", "It is lovely."]
+    assert pieces(tokens) == ["The capital of France", "is Paris.", "It is lovely."]
     assert pieces(tokens, first_words=None) == ["The capital of France is Paris.", "It is lovely."]
 
 
