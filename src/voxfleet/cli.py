@@ -137,6 +137,12 @@ async def bench_turn(args: argparse.Namespace) -> dict:
                                 include_assistant=not args.no_assistant)
 
 
+async def bench_capacity(args: argparse.Namespace) -> dict:
+    from voxfleet.bench.capacity import run_capacity_bench
+
+    return await run_capacity_bench(calls=args.calls, max_concurrency=args.max, speech_text=args.question)
+
+
 async def bench_stt(args: argparse.Namespace) -> dict:
     from voxfleet.bench.stt import run_stt_bench
 
@@ -275,6 +281,14 @@ def main(argv: list[str] | None = None) -> int:
     turn.add_argument("--question", default="What is the capital of France?")
     turn.add_argument("--json", action="store_true")
     turn.set_defaults(func=cmd_bench, run=bench_turn)
+    capacity = bench_sub.add_parser("capacity", help="how many concurrent assistant calls this node serves "
+                                                     "within 1.3x of one call's voice-to-voice p95; the profile")
+    capacity.add_argument("-n", "--calls", type=int, default=6, help="calls per level (rounded to whole batches)")
+    capacity.add_argument("--max", type=int, default=None, help="the most concurrent calls to try "
+                          "(default: what the node admits at the smallest profile)")
+    capacity.add_argument("--question", default="What is the capital of France?")
+    capacity.add_argument("--json", action="store_true")
+    capacity.set_defaults(func=cmd_bench, run=bench_capacity)
     stt = bench_sub.add_parser("stt", help="Whisper: faster-whisper's 30 s window vs a window sized to the "
                                            "utterance; latency and word error rate")
     stt.add_argument("--threads", default="1,2", metavar="N,N,...", help="CPU thread counts to try")

@@ -6,7 +6,8 @@ spoken question, the answer) by the same aiortc caller against:
 - ``voxfleet``: ``voxfleet serve`` with its built-in assistant;
 - ``voxfleet_plain_bot``: ``voxfleet serve --bot`` with a plain Pipecat bot (``testing/plain_bot.py``:
   models built in ``bot()``, no voxfleet hooks; ``--bot`` picks another file);
-- ``pipecat_dev_runner``: Pipecat's own dev runner serving that same plain bot.
+- ``pipecat_dev_runner``: Pipecat's own dev runner serving that same plain bot (its turns timed by
+  the same observer voxfleet's bots use, ``testing/devrunner.py``, so the stages compare).
 
 Printed: caller-side TTFW and voice-to-voice p50/p95 (the caller's last voiced frame -> the first
 bot audio it hears), the ratios to the dev runner, voxfleet's own per-turn figure from the session
@@ -19,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +53,18 @@ async def _bot_side(http: httpx.AsyncClient, session_id: str) -> dict[str, Any] 
     return None
 
 
+def _next_turn(turns_file: Path, seen: int) -> tuple[dict[str, Any] | None, int]:
+    """The first turn a dev-runner bot appended to `turns_file` after the `seen` it had before."""
+    lines = turns_file.read_text().splitlines() if turns_file.exists() else []
+    return (json.loads(lines[seen]) if len(lines) > seen else None), len(lines)
+
+
 async def run_calls(name: str, url: str, calls: int, question, *, records: bool, agent: str | None,
-                    concurrency: int = 1) -> dict[str, Any]:
+                    concurrency: int = 1, turns_file: Path | None = None) -> dict[str, Any]:
     """`calls` calls, `concurrency` at a time; per call the caller's figures and (records=True)
-    the platform's own record of the turn."""
+    the platform's own record of the turn, or (turns_file, sequential calls) the turn the
+    dev-runner bot timed with the same observer."""
+    seen = 0
     rows: list[dict[str, Any]] = []
     idle_pss: list[float] = []
     async with httpx.AsyncClient(base_url=url, timeout=30) as http:
@@ -69,6 +80,9 @@ async def run_calls(name: str, url: str, calls: int, question, *, records: bool,
                 else:
                     if records:
                         result["bot_turn"] = await _bot_side(http, result["session_id"])
+                    elif turns_file is not None:
+                        await asyncio.sleep(0.3)  # the bot writes its turn as its answer starts
+                        result["bot_turn"], seen = _next_turn(turns_file, seen)
                     rows.append(result)
                 print(f"  {name} call {done}/{calls}: {rows[-1]}", file=sys.stderr, flush=True)
             if agent is not None:
@@ -85,7 +99,7 @@ async def run_calls(name: str, url: str, calls: int, question, *, records: bool,
         "errors": [r["error"] for r in rows if "error" in r],
     }
     bot_turns = [(r, r["bot_turn"]) for r in ok if r.get("bot_turn")]
-    if records:
+    if bot_turns:
         report["bot_v2v_ms"] = _p([t["v2vMs"] for _, t in bot_turns])
         report["caller_minus_bot_ms"] = _p([r["v2v_ms"] - t["v2vMs"] for r, t in bot_turns])
         # The gap split by direction (same machine, one clock): the caller's end of speech -> the
@@ -128,13 +142,16 @@ async def run_turn_bench(calls: int, bot: str | None, speech_text: str, concurre
             finally:
                 server.stop()
         if include_peer:
-            peer = dev_runner(str(plain), bot_env)
-            try:
-                url = await served_peer_url(peer)
-                report["series"]["pipecat_dev_runner"] = await run_calls(
-                    "pipecat dev runner (plain bot)", url, calls, question, records=False, agent=None)
-            finally:
-                peer.stop()
+            with tempfile.TemporaryDirectory() as tmp:
+                turns = Path(tmp) / "turns.jsonl"
+                peer = dev_runner(str(plain), {**bot_env, "VOXFLEET_TURNS_FILE": str(turns)})
+                try:
+                    url = await served_peer_url(peer)
+                    report["series"]["pipecat_dev_runner"] = await run_calls(
+                        "pipecat dev runner (plain bot)", url, calls, question, records=False, agent=None,
+                        turns_file=turns)
+                finally:
+                    peer.stop()
     finally:
         await llm.aclose()
     report["text"] = render(report)

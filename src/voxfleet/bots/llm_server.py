@@ -75,6 +75,10 @@ class LocalLLMServer:
                 sys.executable, "-m", module, *chat_format, "--model", str(self.gguf()),
                 "--model_alias", self.alias, "--host", "127.0.0.1", "--port", str(self.port),
                 "--n_ctx", str(self.ctx), "--n_threads", str(self.threads), "--verbose", "False",
+                # llama-cpp-python's default ends a streaming answer as soon as another request
+                # arrives: with two calls on the node, each question cut the other's answer off
+                # (one caller heard nothing). Requests wait their turn instead.
+                "--interrupt_requests", "False",
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
                 preexec_fn=die_with_parent,
             )

@@ -2,11 +2,16 @@
 
 ``python -m voxfleet.testing.devrunner <bot.py | module> [runner args]``. The only change from
 running the bot file directly: ICE host candidates on loopback (as voxfleet's bots are
-configured for local runs), which aioice would otherwise never offer.
+configured for local runs), which aioice would otherwise never offer. With ``VOXFLEET_TURNS_FILE``
+set, every user turn is also timed by voxfleet's own observer (``runtime/turn_observer.py``, as
+voxfleet times its bots) and appended to that file as a JSON line, so a benchmark compares the
+same stages under both runners.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 
 
@@ -15,12 +20,34 @@ def main() -> None:
     from voxfleet.transports.ice import advertise_addresses
 
     advertise_addresses(["127.0.0.1"])
+    if os.environ.get("VOXFLEET_TURNS_FILE"):
+        time_turns(os.environ["VOXFLEET_TURNS_FILE"])
     module = load_bot_module(sys.argv[1])
     sys.modules["__main__"] = module  # the runner looks for `bot` in __main__
     sys.argv = [sys.argv[1], *sys.argv[2:]]
     from pipecat.runner.run import main as runner_main
 
     runner_main()
+
+
+def time_turns(path: str) -> None:
+    """Add voxfleet's turn observer to every PipelineWorker of this process; each turn is appended
+    to `path` as {v2vMs, speechEndAt, stagesMs}."""
+    from pipecat.pipeline.worker import PipelineWorker
+
+    from voxfleet.runtime.turn_observer import TurnLatencyObserver
+
+    def write(turn) -> None:
+        with open(path, "a") as out:
+            out.write(json.dumps(turn.to_public()) + "\n")
+
+    init = PipelineWorker.__init__
+
+    def observed_init(worker, *args, **kwargs) -> None:
+        init(worker, *args, **kwargs)
+        worker.add_observer(TurnLatencyObserver(write))
+
+    PipelineWorker.__init__ = observed_init
 
 
 if __name__ == "__main__":
