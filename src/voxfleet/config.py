@@ -214,6 +214,9 @@ class Settings(BaseSettings):
                 name="assistant",
                 bot=BUILTIN_ASSISTANT,
                 description="Offline voice assistant: Silero VAD, Whisper tiny.en, Gemma 3 270M, Piper.",
+                # what `voxfleet bench capacity` measured: 2 cores serve one of its calls at a time within
+                # 1.3x of a lone call's voice-to-voice p95 (two at once: 2.3x), so each reserves 1.5 vCPU
+                profile="agent-3x",
             )
         ],
         description="Agents served; the first is the default for /start.",

@@ -3,11 +3,14 @@ its latencies and transcript observed through the actor (RTVI), as on the local 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.conftest import Server, ray_env, wait_for
 from voxfleet.bench.speech import speak
 from voxfleet.bench.webrtc_client import WebRTCCaller
+from voxfleet.config import BUILTIN_ASSISTANT
 from voxfleet.transports.ice import advertise_addresses
 
 pytestmark = pytest.mark.e2e
@@ -16,7 +19,10 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def ray_assistant(ray_cluster):
     advertise_addresses(["127.0.0.1"])
-    server = Server(env=ray_env(ray_cluster, default_region="eu"))
+    # the cluster's nodes have 1 vCPU each: the assistant at the smallest profile (its default,
+    # agent-3x, is what one call takes on a local 2-core node) so that a bot actor fits
+    agents = json.dumps([{"name": "assistant", "bot": BUILTIN_ASSISTANT, "profile": "agent-1x"}])
+    server = Server(env={**ray_env(ray_cluster, default_region="eu"), "VOXFLEET_AGENTS": agents})
     yield server
     server.stop()
 
