@@ -5,8 +5,8 @@ question right after its greeting, so the k turns overlap), for k = 1, 2, ... up
 node's CPU could admit at the smallest profile. A level is served well when no call failed and
 its caller-side voice-to-voice p95 is within ``goal`` (1.3x) of one call's p95. Printed per
 level: caller V2V p50/p95, the ratio, the bot's own p95, CPU seconds per turn; then the most
-calls served well and the CPU each call must reserve so that admission lets in no more: the
-profile to give the agent (``profile = "agent-2x"`` in its ``[[agents]]`` entry).
+calls served well and the smallest profile with which admission lets in no more (to set as
+``profile`` in the agent's ``[[agents]]`` entry).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import httpx
 
 from voxfleet.bench.harness import pool_settled, shared_llm
 from voxfleet.bench.speech import speak
-from voxfleet.bench.turn import _serve, run_calls
+from voxfleet.bench.turn import _ms, _serve, run_calls
 from voxfleet.config import BUILTIN_ASSISTANT
 from voxfleet.runtime.local.node import cpu_millis
 from voxfleet.scheduler.capacity import PROFILES
@@ -61,8 +61,8 @@ async def run_capacity_bench(calls: int, max_concurrency: int | None, speech_tex
     smallest = min(p.resources.cpu_millis for p in PROFILES.values())
     top = max_concurrency or max(2, node // smallest)
     llm, _, serve_env = await shared_llm()
-    # Admission must let every level in: the node is declared large enough for `top` calls.
-    # and keeps a warm bot for every call of the level (a cold start's model loading would
+    # Admission must let every level in (the node is declared large enough for `top` calls), and
+    # the pool keeps a warm bot for every call of a level (a cold start's model loading would
     # land on the other calls' turns; a node sized for its traffic serves from its warm pool).
     agents = json.dumps([{"name": "assistant", "bot": BUILTIN_ASSISTANT, "min_warm": top, "pool_policy": "fixed"}])
     env = {**serve_env, "VOXFLEET_CAPACITY_CPU_MILLIS": str(top * 1500), "VOXFLEET_QUEUE_MAX": "0",
@@ -89,10 +89,6 @@ async def run_capacity_bench(calls: int, max_concurrency: int | None, speech_tex
               "served_well": served, "profile": profile, "admitted_with_profile": admitted}
     report["text"] = render(report)
     return report
-
-
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0f}"
 
 
 def render(report: dict[str, Any]) -> str:

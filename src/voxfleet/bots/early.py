@@ -44,6 +44,13 @@ class EarlyStart:
     def user_stopped(self) -> None:
         self.speaking, self.quiet, self.started = False, 0.0, False
 
+    def frame(self, pcm: bytes, sample_rate: int) -> str | None:
+        """`audio` for one frame of int16 mono PCM."""
+        samples = np.frombuffer(pcm, dtype=np.int16)
+        if not len(samples):
+            return None
+        return self.audio(int(np.abs(samples).max()), len(samples) / max(1, sample_rate))
+
     def audio(self, peak: int, seconds: float) -> str | None:
         if not self.speaking:
             return None
@@ -76,10 +83,7 @@ class EarlySmartTurn(LocalSmartTurnAnalyzerV3):
             self._early = None
         elif not is_speech and gate.speaking:
             gate.user_stopped()
-        samples = np.frombuffer(buffer, dtype=np.int16)
-        if not len(samples):
-            return state
-        event = gate.audio(int(np.abs(samples).max()), len(samples) / max(1, self.sample_rate))
+        event = gate.frame(buffer, self.sample_rate)
         if event == "resumed":
             self._early = None
         elif event == "start" and self._audio_buffer:

@@ -163,10 +163,9 @@ def make_whisper_service(model_dir: str, threads: int = 1, margin_s: float = 1.0
 
         async def process_audio_frame(self, frame: Any, direction: Any) -> None:
             await super().process_audio_frame(frame, direction)
-            if self._short is None or not frame.audio:
+            if self._short is None:
                 return
-            samples = np.frombuffer(frame.audio, dtype=np.int16)
-            event = self._early.audio(int(np.abs(samples).max()), len(samples) / max(1, self.sample_rate))
+            event = self._early.frame(frame.audio, self.sample_rate)
             if event == "resumed":
                 self._early_task = None
             elif event == "start":

@@ -337,21 +337,10 @@ class BotSession:
     def observe_turns(self) -> None:
         """Time every user turn of this session (voice-to-voice and its stages, see
         ``observability.turns``) with an observer on each ``PipelineWorker`` the bot creates. The
-        bot is unchanged; this process hosts one session, so the class is wrapped here, once."""
-        from pipecat.pipeline.worker import PipelineWorker
+        bot is unchanged; this process hosts one session."""
+        from voxfleet.runtime.turn_observer import observe_every_worker
 
-        from voxfleet.runtime.turn_observer import TurnLatencyObserver
-
-        if getattr(PipelineWorker.__init__, "voxfleet_observed", False):
-            return
-        init = PipelineWorker.__init__
-
-        def observed_init(worker: Any, *args: Any, **kwargs: Any) -> None:
-            init(worker, *args, **kwargs)
-            worker.add_observer(TurnLatencyObserver(self.report_turn))
-
-        observed_init.voxfleet_observed = True  # type: ignore[attr-defined]
-        PipelineWorker.__init__ = observed_init  # type: ignore[method-assign,assignment]
+        observe_every_worker(self.report_turn)
 
     def report_turn(self, turn: Any) -> None:
         self.emit(Turn(v2v_ms=turn.v2v_ms, stages_ms=turn.stages_ms, speech_end=turn.speech_end, at=time.time()))

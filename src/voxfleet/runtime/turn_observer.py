@@ -67,3 +67,21 @@ class TurnLatencyObserver(BaseObserver):
                 if isinstance(frame, kind):
                     self._turns.mark(stage, self._now())
                     break
+
+
+def observe_every_worker(on_turn: Callable[[TurnBreakdown], None]) -> None:
+    """Add a TurnLatencyObserver reporting to `on_turn` to every ``PipelineWorker`` this process
+    creates from now on (the bot is unchanged; a bot process hosts one session). Once per process:
+    a second call keeps the first reporter."""
+    from pipecat.pipeline.worker import PipelineWorker
+
+    if getattr(PipelineWorker.__init__, "voxfleet_observed", False):
+        return
+    init = PipelineWorker.__init__
+
+    def observed_init(worker: object, *args: object, **kwargs: object) -> None:
+        init(worker, *args, **kwargs)  # type: ignore[arg-type]
+        worker.add_observer(TurnLatencyObserver(on_turn))  # type: ignore[attr-defined]
+
+    observed_init.voxfleet_observed = True  # type: ignore[attr-defined]
+    PipelineWorker.__init__ = observed_init  # type: ignore[method-assign,assignment]

@@ -31,23 +31,15 @@ def main() -> None:
 
 
 def time_turns(path: str) -> None:
-    """Add voxfleet's turn observer to every PipelineWorker of this process; each turn is appended
-    to `path` as {v2vMs, speechEndAt, stagesMs}."""
-    from pipecat.pipeline.worker import PipelineWorker
-
-    from voxfleet.runtime.turn_observer import TurnLatencyObserver
+    """Time every turn of this process's bots as voxfleet times its own; each turn is appended to
+    `path` as {v2vMs, speechEndAt, stagesMs}."""
+    from voxfleet.runtime.turn_observer import observe_every_worker
 
     def write(turn) -> None:
         with open(path, "a") as out:
             out.write(json.dumps(turn.to_public()) + "\n")
 
-    init = PipelineWorker.__init__
-
-    def observed_init(worker, *args, **kwargs) -> None:
-        init(worker, *args, **kwargs)
-        worker.add_observer(TurnLatencyObserver(write))
-
-    PipelineWorker.__init__ = observed_init
+    observe_every_worker(write)
 
 
 if __name__ == "__main__":
