@@ -49,3 +49,29 @@ def set_threads_nice(nice: int) -> int:
         except OSError:  # a thread that ended meanwhile, or not permitted
             pass
     return changed
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie, exited but not yet reaped, counts as gone)."""
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def cmdline(pid: int) -> list[str]:
+    """The command line of process `pid` ([] if it is gone or unreadable)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [part.decode(errors="replace") for part in f.read().split(b"\0") if part]
+    except OSError:
+        return []

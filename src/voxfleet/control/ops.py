@@ -43,6 +43,8 @@ async def healthz(request: Request, state: State) -> JSONResponse:
     if await state.auth.is_private(request):
         body.update({"checks": checks, "runtime": service.backend.status(),
                      "sessions": {"live": service.table.count()}})
+        if state.llm is not None:
+            body["llm"] = state.llm.status()
     return JSONResponse(body, status_code=200 if ok else 503)
 
 

@@ -54,6 +54,8 @@ async def serve(settings: Settings, announce: Callable[[str], None] = print) -> 
                 model=settings.llm.local_model, alias=settings.llm.model, port=settings.llm.local_port,
                 threads=llm_threads(settings.llm.local_threads), ctx=settings.llm.local_ctx,
                 cache_dir=settings.model_cache_dir, warm_up_messages=warm_up_messages(),
+                # found again by the next control plane; gone once no bot can still rejoin
+                state_dir=settings.runtime_dir, orphan_exit_s=settings.reconnect_s + 60,
             )
             env = {"OPENAI_BASE_URL": llm.base_url, "OPENAI_API_KEY": "not-needed",
                    "OPENAI_MODEL": settings.llm.model}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Annotated, Protocol
+from typing import Any, Annotated, Protocol
 
 from fastapi import Depends, Request
 from starlette.requests import HTTPConnection
@@ -25,6 +25,8 @@ from voxfleet.transports.turn import SessionIceServers
 
 class Readiness(Protocol):
     def ready(self) -> bool: ...
+
+    def status(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
