@@ -9,7 +9,7 @@ objects (pickled by Ray) instead of lines, so both backends speak one vocabulary
 Who sends what:
 
 - control -> template: :class:`Fork`, :class:`Shutdown`
-- template -> control: :class:`TemplateReady`, :class:`Forked`, :class:`Exited`
+- template -> control: :class:`TemplateReady`, :class:`Forked`, :class:`ForkFailed`, :class:`Exited`
 - control -> bot: :class:`Assign`, :class:`Preload`, :class:`Offer`, :class:`Ice`,
   :class:`WsOpen`, :class:`WsIn`, :class:`WsClose`, :class:`Stop`
 - bot -> control: :class:`BotHello`, :class:`BotResume`, :class:`WarmReady`, :class:`Preloaded`,
@@ -108,6 +108,15 @@ class Forked:
     kind: ClassVar[str] = "forked"
     bot_id: str
     pid: int
+
+
+@dataclass(frozen=True)
+class ForkFailed:
+    """The template could not fork the bot: ``os.fork()`` raised (EAGAIN, ENOMEM)."""
+
+    kind: ClassVar[str] = "fork_failed"
+    bot_id: str
+    error: str
 
 
 @dataclass(frozen=True)
@@ -360,8 +369,8 @@ class Ended:
 
 
 Message = Union[
-    Fork, Shutdown, TemplateReady, Forked, Exited, Assign, Preload, Offer, Ice, WsOpen, WsIn, WsClose, Stop,
-    BotHello, BotResume, WarmReady, Preloaded, ModelLoad, Assigned, Answer, IceOk, WsOpened, Error, Event,
+    Fork, Shutdown, TemplateReady, Forked, ForkFailed, Exited, Assign, Preload, Offer, Ice, WsOpen, WsIn, WsClose,
+    Stop, BotHello, BotResume, WarmReady, Preloaded, ModelLoad, Assigned, Answer, IceOk, WsOpened, Error, Event,
     Turn, Transcript, Ttfb, Memory, WsOut, RelayStats, Ended,
 ]
 KINDS: dict[str, type] = {cls.kind: cls for cls in typing.get_args(Message)}

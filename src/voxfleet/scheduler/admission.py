@@ -19,6 +19,9 @@ Every bot, from the moment it is launched until it exits, holds one reservation 
 :class:`~voxfleet.scheduler.placement.ClusterLedger`, keyed by its id and released exactly once:
 when the caller reports the bot gone (``bot_exited``) or never started (``launch_failed``).
 After every event the queue is served first, then each pool is brought to its policy's target.
+A pool whose warm launch failed is not refilled again before a backoff (0.5 s doubling to 30 s,
+reset by its next ready bot): a template that is down must not turn refills into a tight loop of
+failing launches. Cold starts are not held back by it.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from voxfleet.scheduler.placement import ClusterLedger, Node, choose_start
 from voxfleet.scheduler.pool import AdmissionQueue, PoolPolicy, PoolState
 
 REFILL_EWMA = 0.3  # weight of the newest warm-up in the measured refill time
+REFILL_BACKOFF_S = 0.5  # wait before refilling after a failed warm launch; doubles per failure in a row
+REFILL_BACKOFF_MAX_S = 30.0
 
 BotState = Literal["warming", "warm", "busy", "stopping"]
 
@@ -145,6 +150,8 @@ class AgentPool:
     warm_by_region: dict[str, list[Bot]] = field(default_factory=dict)  # idle bots, oldest first
     warming_in: dict[str, int] = field(default_factory=dict)  # region -> warm bots starting there
     active_in: dict[str, int] = field(default_factory=dict)  # region -> sessions there
+    launch_failures: int = 0  # warm launches failed in a row (reset by a ready bot)
+    refill_retry_at: float = 0.0  # no warm launch before this time
 
     @property
     def warm(self) -> list[Bot]:
@@ -184,6 +191,17 @@ class AgentPool:
     def record_refill(self, seconds: float) -> None:
         self.refill_s = (1 - REFILL_EWMA) * self.refill_s + REFILL_EWMA * seconds
 
+    def record_launch_failure(self, now: float) -> None:
+        """A warm launch failed: hold refills for the backoff."""
+        self.launch_failures += 1
+        self.refill_retry_at = now + refill_backoff(self.launch_failures)
+
+    def reset_backoff(self) -> None:
+        self.launch_failures, self.refill_retry_at = 0, 0.0
+
+    def may_refill(self, now: float) -> bool:
+        return now >= self.refill_retry_at
+
     def status(self, now: float, pid_of: Callable[[str], int | None]) -> dict[str, Any]:
         describe = getattr(self.policy, "describe", None)
         policy = describe() if describe is not None else {"policy": self.policy.name}
@@ -193,7 +211,14 @@ class AgentPool:
                 "forecast_per_min": round(self.forecaster.rate(now) * 60, 3),
                 "warm_pids": [pid_of(b.bot_id) for b in self.warm],
                 "warm_by_region": {r: len(self.warm_in(r)) for r in sorted({b.region for b in self.warm})},
-                "active_by_region": {r: n for r, n in sorted(self.active_in.items()) if n}}
+                "active_by_region": {r: n for r, n in sorted(self.active_in.items()) if n},
+                "launch_failures": self.launch_failures,
+                "refill_retry_at": None if self.may_refill(now) else self.refill_retry_at}
+
+
+def refill_backoff(failures: int) -> float:
+    """Seconds a pool waits to refill after ``failures`` failed warm launches in a row."""
+    return min(REFILL_BACKOFF_MAX_S, REFILL_BACKOFF_S * 2.0 ** min(max(failures - 1, 0), 16))
 
 
 # -- the core ----------------------------------------------------------------------------------
@@ -278,6 +303,7 @@ class Admission:
         pool = self.pools[bot.agent]
         pool.add_warming(bot.region, -1)
         pool.record_refill(warmup_s)
+        pool.reset_backoff()
         if not self.accepting:
             bot.state = "stopping"
             return [Stop(bot_id, EndReason.SHUTDOWN)]
@@ -287,12 +313,13 @@ class Admission:
 
     def launch_failed(self, bot_id: str, now: float) -> list[Command]:
         """A ``Launch`` did not give a bot: its reservation is released; a cold start's session
-        is over (the caller records why)."""
+        is over (the caller records why); a warm one's pool is not refilled before its backoff."""
         bot = self.bots.pop(bot_id)
         self._release(bot_id)
         pool = self.pools[bot.agent]
         if bot.state == "warming":
             pool.add_warming(bot.region, -1)
+            pool.record_launch_failure(now)
         self._session_over(bot)
         return self._rebalance(now)
 
@@ -349,7 +376,7 @@ class Admission:
         return added, removed, (self._rebalance(now) if added or removed else [])
 
     def tick(self, now: float) -> list[Command]:
-        """Time passed: a forecast decays with time, not only with events."""
+        """Time passed: a forecast decays with time, not only with events, and a refill backoff ends."""
         return self._rebalance(now)
 
     def drain(self) -> list[Command]:
@@ -475,7 +502,7 @@ class Admission:
                 free = self.ledger.how_many_fit(pool.profile.resources, region)
                 state = PoolState(now, pool.active_in.get(region, 0), warm, warming, 0, free, pool.refill_s, limit)
                 target = max(0, int(pool.policy.target(state)))
-                while have < target and (limit is None or in_flight < limit):
+                while have < target and pool.may_refill(now) and (limit is None or in_flight < limit):
                     bot_id = self.new_id()
                     node = self.ledger.reserve(bot_id, pool.profile.resources, [region])
                     if node is None:

@@ -19,6 +19,7 @@ EXAMPLES: list[m.Message] = [
     m.Shutdown(),
     m.TemplateReady(agent="assistant", pid=10, import_s=1.5, preload_s=0.25),
     m.Forked(bot_id="b-1", pid=11),
+    m.ForkFailed(bot_id="b-3", error="fork: [Errno 11] Resource temporarily unavailable"),
     m.Exited(pid=11, bot_id="b-1", exit_code=1),
     m.Exited(pid=12, signal=9),
     m.Assign(id=1, start=START),

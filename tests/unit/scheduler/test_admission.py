@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from voxfleet.exceptions import AgentNotFound, NotReady, Unplaceable
 from voxfleet.scheduler.admission import (
-    AgentPool, Admission, Assign, Command, Dequeue, Enqueue, Expire, Launch, Reject, Stop,
+    AgentPool, Admission, Assign, Command, Dequeue, Enqueue, Expire, Launch, Reject, Stop, refill_backoff,
 )
 from voxfleet.scheduler.capacity import Profile, Resources
 from voxfleet.scheduler.placement import ClusterLedger, Node
@@ -159,6 +159,44 @@ def test_one_client_holds_at_most_its_share_of_capacity_and_of_the_queue():
     assert reject.error.code == "CLIENT_SHARE" and "queue" in str(reject.error)
     with pytest.raises(ValueError):
         Admission([pool], ledger, queue_max=1, queue_wait_s=1.0, client_share=0.0)
+
+
+def test_a_failed_warm_launch_holds_refills_for_a_backoff_that_doubles():
+    core = make_core(slots=4, min_warm=1)
+    [first] = only(core.tick(0.0), Launch)
+    assert core.launch_failed(first.bot_id, 10.0) == []  # not again at once: the template may be down
+    assert core.tick(10.4) == []
+    [second] = only(core.tick(10.5), Launch)  # 0.5 s later, on the service's tick
+    assert core.launch_failed(second.bot_id, 11.0) == []
+    assert core.tick(11.9) == [] and len(only(core.tick(12.0), Launch)) == 1  # 1 s
+    assert len(core.ledger) == 1  # each failed launch released its reservation
+    assert [refill_backoff(n) for n in (1, 2, 3, 4, 7, 8, 100)] == [0.5, 1, 2, 4, 30, 30, 30]
+
+
+def test_a_ready_bot_ends_the_backoff_and_the_snapshot_shows_it():
+    core = make_core(slots=4, min_warm=1)
+    for now in (0.0, 1.0, 3.0):
+        [launch] = only(core.tick(now), Launch)
+        core.launch_failed(launch.bot_id, now)
+    pool = core.snapshot(3.5, lambda bot_id: None)["agents"]["a"]
+    assert pool["launch_failures"] == 3 and pool["refill_retry_at"] == 5.0 and pool["warming"] == 0
+    [launch] = only(core.tick(5.0), Launch)
+    core.bot_ready(launch.bot_id, 6.0, warmup_s=1.0)
+    pool = core.snapshot(6.0, lambda bot_id: None)["agents"]["a"]
+    assert pool["launch_failures"] == 0 and pool["refill_retry_at"] is None
+    # taking the warm bot refills at once again
+    assert len(only(core.start_requested("s1", "a", None, None, 6.1), Launch)) == 1
+
+
+def test_a_backoff_does_not_hold_back_cold_starts():
+    core = make_core(slots=2, min_warm=1)
+    [warm] = only(core.tick(0.0), Launch)
+    core.launch_failed(warm.bot_id, 0.0)
+    [cold] = core.start_requested("s1", "a", "body", None, 0.1)  # no warm bot: cold, and no refill yet
+    assert isinstance(cold, Launch) and cold.session_id == "s1"
+    core.launch_failed(cold.bot_id, 0.2)  # a failed cold start is the session's end, not a pool backoff
+    assert core.pools["a"].launch_failures == 1 and not core.sessions
+    assert len(only(core.tick(0.5), Launch)) == 1
 
 
 # -- random event sequences ------------------------------------------------------------------

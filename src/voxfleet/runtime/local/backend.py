@@ -3,6 +3,11 @@
 The control plane listens on a UNIX socket. Templates connect to it when ready; each forked bot
 connects to it too and is matched to its session by id. Templates report every child's exit
 (code or signal) the moment they reap it, which is how a ``kill -9`` shows up as ``crashed``.
+
+Every wait on a template is bounded: a template that does not answer a ``Fork`` within
+``fork_timeout`` is taken as stalled and killed (its supervisor restarts it); one whose control
+link closes fails the launches it had not forked at once; a bot whose template is gone (or that
+was killed) is watched by its pid, so its exit is reported all the same.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
-from voxfleet.procutil import die_with_parent
+from voxfleet.procutil import die_with_parent, pid_alive
 from voxfleet.exceptions import BotError, BotStartFailed, NotReady, SignalingTimeout
 from voxfleet.runtime import wire
 from voxfleet.runtime.local.cgroups import CpuLimiter
@@ -31,6 +36,7 @@ from voxfleet.runtime.messages import (
     Exited,
     Fork,
     Forked,
+    ForkFailed,
     Message,
     Preload,
     Request,
@@ -48,23 +54,42 @@ from voxfleet.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
 
+KILL_CONFIRM_S = 3.0  # a killed bot's pid still there after this long is taken as gone (logged)
+EXIT_REPORT_GRACE_S = 0.3  # a bot's pid vanished: time left for its template to report the status
+PID_POLL_S = 0.05
+
+
 class LocalBot(RemoteBot):
     """A forked bot process, seen from the control plane. Warm bots have no session yet."""
 
     def __init__(self, bot_id: str, agent: str, session_id: str | None,
-                 ice_servers: IceServersFor = no_ice_servers) -> None:
+                 ice_servers: IceServersFor = no_ice_servers, *, tasks: BackgroundTasks | None = None) -> None:
         super().__init__(bot_id, agent, session_id, ice_servers, BotInfo())
-        self.hello = asyncio.get_running_loop().create_future()
-        self.warm_ready = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self.forked: asyncio.Future[int] = loop.create_future()  # its pid, once its template forked it
+        self.hello = loop.create_future()
+        self.warm_ready = loop.create_future()
+        self.template_pid: int | None = None  # the template its Fork went to
         self.on_assigned: Callable[[], None] = lambda: None
+        self.tasks = tasks or BackgroundTasks(log)  # the backend's; its own when used alone
         self._writer: asyncio.StreamWriter | None = None
         self._requests: dict[int, asyncio.Future] = {}
         self._reported: Ended | None = None
+        self._killing: asyncio.Task[None] | None = None
 
-    # -- messages from the bot process ------------------------------------------------------
+    @property
+    def ended(self) -> bool:
+        return self._exit.done()
+
+    # -- messages from the bot process and its template -------------------------------------
+    def on_forked(self, pid: int) -> None:
+        self.info.pid = pid
+        if not self.forked.done():
+            self.forked.set_result(pid)
+
     def attach(self, writer: asyncio.StreamWriter, pid: int) -> None:
         self._writer = writer
-        self.info.pid = pid
+        self.on_forked(pid)  # its hello may overtake its template's Forked
         self.info.events["bot_ready"] = time.time()
         if not self.hello.done():
             self.hello.set_result(None)
@@ -87,9 +112,8 @@ class LocalBot(RemoteBot):
                 future.set_exception(BotError(f"bot {self.bot_id} (session {self.session_id}) went away"))
         self._requests.clear()
 
-    def on_exit(self, exit_code: int | None, signum: int | None) -> None:
-        if self._exit.done():
-            return
+    def on_exit(self, exit_code: int | None, signum: int | None, detail: str | None = None) -> None:
+        """The bot's process is gone: its exit code or signal (both None: not known)."""
         if signum is not None:
             name = signal.Signals(signum).name if signum in signal.Signals._value2member_map_ else str(signum)
             result = BotExit(self._stop_reason if self._stop_reason and signum in (signal.SIGTERM, signal.SIGKILL) else "crashed",
@@ -99,13 +123,22 @@ class LocalBot(RemoteBot):
         elif self._stop_reason:
             result = BotExit(self._stop_reason, exit_code, None, "")
         else:
-            result = BotExit("crashed", exit_code, None, f"exited with code {exit_code} without reporting")
+            result = BotExit("crashed", exit_code, None, detail or f"exited with code {exit_code} without reporting")
+        self._end(result, f"bot {self.bot_id} died at start: {result.detail}")
+
+    def fail_start(self, detail: str) -> None:
+        """End a bot that has no process: its template never forked it."""
+        self._end(BotExit(self._stop_reason or "start_failed", None, None, detail), detail)
+
+    def _end(self, result: BotExit, start_error: str) -> None:
+        if self._exit.done():
+            return
         self.on_link_closed()
         if self.stream is not None:
             self.stream.on_bot_gone()
-        for waiter in (self.hello, self.warm_ready):
+        for waiter in (self.forked, self.hello, self.warm_ready):
             if not waiter.done():
-                waiter.set_exception(BotStartFailed(f"bot {self.bot_id} died at start: {result.detail}"))
+                waiter.set_exception(BotStartFailed(start_error))
                 waiter.exception()  # mark retrieved; launch() reports it
         self._exit.set_result(result)
 
@@ -143,11 +176,47 @@ class LocalBot(RemoteBot):
         return pss_mb(self.info.pid) if self.info.pid else None
 
     def kill(self) -> None:
-        if self.info.pid:
-            try:
-                os.kill(self.info.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        """SIGKILL the bot; its exit is reported within KILL_CONFIRM_S even when no template
+        reaps it. A bot not forked yet has no process: it ends at once."""
+        if self._exit.done():
+            return
+        pid = self.info.pid
+        if not pid:
+            self.fail_start(f"bot {self.bot_id} was stopped before its template forked it")
+            return
+        _kill(pid)
+        if self._killing is None:
+            self._killing = self.tasks.spawn(self._confirm_killed(pid), f"confirm-kill:{self.bot_id}")
+
+    async def _confirm_killed(self, pid: int) -> None:
+        deadline = time.monotonic() + KILL_CONFIRM_S
+        while pid_alive(pid):
+            if await self._exited_within(PID_POLL_S):
+                return
+            if time.monotonic() >= deadline:
+                log.error("session %s: bot %s pid %s is still there %.0fs after SIGKILL; taken as gone",
+                          self.session_id, self.bot_id, pid, KILL_CONFIRM_S)
+                self.on_exit(None, None, f"still running {KILL_CONFIRM_S:.0f}s after SIGKILL")
+                return
+        if not await self._exited_within(EXIT_REPORT_GRACE_S):
+            self.on_exit(None, signal.SIGKILL)  # no template reported it: it is gone
+
+    async def watch_pid(self) -> None:
+        """Report the exit of a bot forked by a template that is gone, until the bot connects
+        (its own control link reports it from then on)."""
+        pid = self.info.pid
+        while pid and not self._exit.done() and not self.hello.done():
+            if not pid_alive(pid):
+                self.on_exit(None, None, "exited before it connected; its template is gone, so no exit status")
+                return
+            await asyncio.wait([self._exit, self.hello], timeout=0.1)
+
+    async def _exited_within(self, seconds: float) -> bool:
+        try:
+            await asyncio.wait_for(asyncio.shield(self._exit), seconds)
+        except asyncio.TimeoutError:
+            return False
+        return True
 
 
 class TemplateLink:
@@ -161,11 +230,15 @@ class TemplateLink:
         self.ready = asyncio.Event()
         self.info: TemplateReady | None = None
         self.restarts = 0
+        self.last_exit: dict[str, Any] | None = None  # {code, signal, at}, or {error, at}: it could not start
+        self.restart_at: float | None = None  # while it waits out its restart backoff (time.time())
 
     def status(self) -> dict[str, Any]:
         info = self.info
         return {"ready": self.ready.is_set(), "pid": info.pid if info else None, "restarts": self.restarts,
-                "import_s": info.import_s if info else None, "preload_s": info.preload_s if info else None}
+                "import_s": info.import_s if info else None, "preload_s": info.preload_s if info else None,
+                "last_exit": self.last_exit, "in_backoff": self.restart_at is not None,
+                "restart_at": self.restart_at}
 
 
 class LocalBackend:
@@ -183,12 +256,14 @@ class LocalBackend:
         cpu_limits: dict[str, int] | None = None,
         cpu_shares: bool = True,
         preload_models: set[str] | None = None,
+        fork_timeout: float = 5.0,
     ) -> None:
         self.templates = {name: TemplateLink(spec) for name, spec in specs.items()}
         self.socket_path = str(runtime_dir / "control.sock")
         self.ice_servers = ice_servers  # given to each bot with its session, credentials minted for it
         self.bot_start_timeout = bot_start_timeout
         self.template_start_timeout = template_start_timeout
+        self.fork_timeout = fork_timeout  # a template that forks nothing this long after a Fork is stalled
         self.env = env or {}  # the bots' environment (secrets: never on a command line)
         self.bots: dict[str, LocalBot] = {}
         self.cpu_limits = cpu_limits or {}
@@ -202,10 +277,14 @@ class LocalBackend:
         self.manifests = ModelManifests(set(specs) if preload_models is None else preload_models)
 
     # -- lifecycle --------------------------------------------------------------------------
-    async def start(self) -> None:
+    async def listen(self) -> None:
+        """Open the control socket that templates and bots connect to."""
         if os.path.exists(self.socket_path):
             os.unlink(self.socket_path)
         self.server = await asyncio.start_unix_server(self._on_connection, self.socket_path, limit=wire.MAX_LINE)
+
+    async def start(self) -> None:
+        await self.listen()
         for link in self.templates.values():
             self.tasks.spawn(self._supervise(link), f"template:{link.agent}")
         waits = [asyncio.wait_for(link.ready.wait(), self.template_start_timeout) for link in self.templates.values()]
@@ -250,19 +329,29 @@ class LocalBackend:
         backoff = 0.5
         while not self.closing:
             started = time.monotonic()
-            link.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "voxfleet.runtime.local.template", self.socket_path, link.spec.to_json(),
-                env={**os.environ, **self.env}, stdin=asyncio.subprocess.DEVNULL,
-                preexec_fn=die_with_parent,
-            )
-            code = await link.process.wait()
-            link.ready.clear()
-            if self.closing:
-                return
+            try:
+                link.process = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "voxfleet.runtime.local.template", self.socket_path, link.spec.to_json(),
+                    env={**os.environ, **self.env}, stdin=asyncio.subprocess.DEVNULL,
+                    preexec_fn=die_with_parent,
+                )
+            except OSError as exc:  # EAGAIN, ENOMEM: try again after the backoff
+                link.last_exit = {"error": str(exc), "at": time.time()}
+                log.error("agent %s: cannot start its template: %s", link.agent, exc)
+            else:
+                code = await link.process.wait()
+                link.ready.clear()
+                if self.closing:
+                    return
+                link.last_exit = {"code": code if code >= 0 else None, "signal": -code if code < 0 else None,
+                                  "at": time.time()}
+                log.error("agent %s: template pid %s exited (%s); restarting", link.agent, link.process.pid,
+                          _exit_text(code))
             link.restarts += 1
-            log.error("agent %s: template exited with %s; restarting", link.agent, code)
             backoff = 0.5 if time.monotonic() - started > 30 else min(backoff * 2, 30)
+            link.restart_at = time.time() + backoff
             await asyncio.sleep(backoff)
+            link.restart_at = None
 
     # -- sessions ---------------------------------------------------------------------------
     async def launch(self, agent: str, bot_id: str, session_id: str | None = None, body: Any = None,
@@ -270,25 +359,62 @@ class LocalBackend:
         """Fork a bot (on this machine, whatever `node_id`). With a session it starts serving it
         (cold start); without one it warms up and waits for `assign` (returns once it is warm)."""
         link = self.templates[agent]
-        if not link.ready.is_set() or link.writer is None:
+        writer = link.writer
+        if not link.ready.is_set() or writer is None or link.info is None:
             raise NotReady(f"agent {agent}: template is not ready")
-        bot = LocalBot(bot_id, agent, session_id, self.ice_servers)
+        bot = LocalBot(bot_id, agent, session_id, self.ice_servers, tasks=self.tasks)
+        bot.template_pid = link.info.pid
         if agent in self.cpu_limits:
             bot.on_assigned = lambda: self.cpu.set_share(bot_id, self.cpu_limits[agent])
         self.bots[bot_id] = bot
         self.tasks.spawn(self._forget_when_done(bot), f"bot-exit:{bot_id}")
         if session_id is not None:
             start = SessionStart(session_id=session_id, body=body, ice_servers=self.ice_servers(session_id))
-            link.writer.write(encode(Fork(bot_id=bot_id, start=start)))
+            writer.write(encode(Fork(bot_id=bot_id, start=start)))
         else:
-            link.writer.write(encode(Fork(bot_id=bot_id, preload=self.manifests.for_agent(agent))))
+            writer.write(encode(Fork(bot_id=bot_id, preload=self.manifests.for_agent(agent))))
+        started = time.monotonic()
+        fork_timeout = min(self.fork_timeout, self.bot_start_timeout)
+        try:  # BotStartFailed at once if the template cannot fork it or goes away
+            await asyncio.wait_for(asyncio.shield(bot.forked), fork_timeout)
+        except asyncio.TimeoutError:
+            self._fork_overdue(link, writer, bot, fork_timeout)
+            raise BotStartFailed(f"agent {agent}: its template (pid {bot.template_pid}) did not fork bot {bot_id} "
+                                 f"within {fork_timeout:g}s; it was killed and restarts") from None
         waiter = bot.hello if session_id is not None else bot.warm_ready
+        left = max(0.0, self.bot_start_timeout - (time.monotonic() - started))
         try:
-            await asyncio.wait_for(asyncio.shield(waiter), self.bot_start_timeout)
+            await asyncio.wait_for(asyncio.shield(waiter), left)
         except asyncio.TimeoutError:
             await bot.stop("start_failed", grace=0)
             raise BotStartFailed(f"bot {bot_id} did not report in {self.bot_start_timeout:.0f}s") from None
         return bot
+
+    def _fork_overdue(self, link: TemplateLink, writer: asyncio.StreamWriter, bot: LocalBot, waited: float) -> None:
+        """A Fork went unanswered: the template is stalled (stopped, stuck). Kill it; its
+        supervisor starts a new one."""
+        log.error("agent %s: template pid %s did not fork bot %s within %gs; killing it (it restarts)",
+                  link.agent, bot.template_pid, bot.bot_id, waited)
+        bot.fail_start(f"agent {link.agent}: bot {bot.bot_id} was not forked within {waited:g}s")
+        if link.writer is writer and bot.template_pid:
+            _kill(bot.template_pid)
+            self._template_lost(link, writer, f"its template (pid {bot.template_pid}) stalled and was killed")
+
+    def _template_lost(self, link: TemplateLink, writer: asyncio.StreamWriter, why: str) -> None:
+        """The template behind `writer` is gone: the bots it was asked to fork never will be,
+        and it will not report the exits of those it forked that have not connected yet."""
+        if link.writer is not writer:
+            return  # handled already
+        link.ready.clear()
+        link.writer = None
+        for bot in list(self.bots.values()):
+            if bot.agent != link.agent or bot.ended:
+                continue
+            if not bot.info.pid:
+                log.error("agent %s: bot %s not forked: %s", link.agent, bot.bot_id, why)
+                bot.fail_start(f"agent {link.agent}: bot {bot.bot_id} was not forked: {why}")
+            elif not bot.hello.done():
+                self.tasks.spawn(bot.watch_pid(), f"watch-pid:{bot.bot_id}")
 
     async def _forget_when_done(self, bot: LocalBot) -> None:
         result = await bot.wait_exit()
@@ -329,9 +455,9 @@ class LocalBackend:
                 link.ready.set()
                 log.info("agent %s: template pid %s ready", link.agent, message.pid)
                 while line := await reader.readline():
-                    self._on_template_message(decode(line))
+                    self._on_template_message(link, decode(line))
             elif isinstance(message, BotResume):
-                bot = LocalBot(message.bot_id, message.agent, message.session_id)
+                bot = LocalBot(message.bot_id, message.agent, message.session_id, tasks=self.tasks)
                 bot.attach(writer, message.pid)
                 self.bots[bot.bot_id] = bot
                 self.tasks.spawn(self._forget_when_done(bot), f"bot-exit:{bot.bot_id}")
@@ -353,24 +479,32 @@ class LocalBackend:
             log.warning("control link error: %s", exc)
         finally:
             if link is not None:
-                link.ready.clear()
-                link.writer = None
+                self._template_lost(link, writer, f"its template (pid {link.info.pid if link.info else None}) "
+                                                  "closed its control link")
             if bot is not None:
                 bot.on_link_closed()
                 self.tasks.spawn(self._confirm_exit(bot), f"confirm-exit:{bot.bot_id}")
             writer.close()
 
-    def _on_template_message(self, message: Message) -> None:
+    def _on_template_message(self, link: TemplateLink, message: Message) -> None:
         bot = self.bots.get(getattr(message, "bot_id", None) or "")
+        if isinstance(message, Forked) and (bot is None or bot.ended):
+            log.warning("agent %s: template forked bot %s (pid %s) after its start was given up; killing it",
+                        link.agent, message.bot_id, message.pid)
+            _kill(message.pid)  # no orphan: its template reaps it
+            return
         if bot is None:
             return
         if isinstance(message, Forked):
-            bot.info.pid = message.pid
+            bot.on_forked(message.pid)
             if bot.agent in self.cpu_limits:
                 # A warm bot initialises in the background so it never slows live calls; it gets
                 # its profile's share when it is assigned a session.
                 share = self.cpu_limits[bot.agent] if bot.session_id else 0
                 self.cpu.limit(bot.bot_id, bot.info.pid, share)
+        elif isinstance(message, ForkFailed):
+            log.error("agent %s: template could not fork bot %s: %s", link.agent, bot.bot_id, message.error)
+            bot.fail_start(f"agent {link.agent}: its template could not fork bot {bot.bot_id}: {message.error}")
         elif isinstance(message, Exited):
             bot.on_exit(message.exit_code, message.signal)
             log.info("session %s: bot %s pid %s exited (code %s, signal %s)", bot.session_id, bot.bot_id,
@@ -386,25 +520,24 @@ class LocalBackend:
                 return
             except asyncio.TimeoutError:
                 pass
-            if bot.info.pid and not _pid_alive(bot.info.pid):
+            if bot.info.pid and not pid_alive(bot.info.pid):
                 bot.on_exit(None, None)
                 return
-        if bot.info.pid and _pid_alive(bot.info.pid):
-            bot.kill()
-        await asyncio.sleep(0.5)
+        if bot.info.pid and pid_alive(bot.info.pid):
+            bot.kill()  # reports the exit within KILL_CONFIRM_S
+            await bot.wait_exit()
         bot.on_exit(None, None)
 
 
-def _pid_alive(pid: int) -> bool:
+def _kill(pid: int) -> None:
     try:
-        os.kill(pid, 0)
+        os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie still answers kill(0); it is gone for our purposes.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except (OSError, IndexError):
-        return False
+        pass
+
+
+def _exit_text(code: int) -> str:
+    """A process's return code as asyncio gives it (-N: killed by signal N)."""
+    if code >= 0:
+        return f"code {code}"
+    return f"signal {signal.Signals(-code).name}" if -code in signal.Signals._value2member_map_ else f"signal {-code}"

@@ -21,7 +21,9 @@ import threading
 import time
 from typing import Any
 
-from voxfleet.runtime.messages import BotSpec, Exited, Fork, Forked, Message, Shutdown, TemplateReady, decode, encode
+from voxfleet.runtime.messages import (
+    BotSpec, Exited, Fork, Forked, ForkFailed, Message, Shutdown, TemplateReady, decode, encode,
+)
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +123,12 @@ class Template:
         self.shutdown()
 
     def fork(self, message: Fork, pipe: tuple[int, int]) -> None:
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as exc:  # EAGAIN (process limit), ENOMEM: this bot fails, the template serves on
+            log.error("agent %s: cannot fork bot %s: %s", self.agent, message.bot_id, exc)
+            self.send(ForkFailed(bot_id=message.bot_id, error=f"fork: {exc}"))
+            return
         if pid == 0:
             self.become_bot(message, pipe)
         self.children[pid] = message.bot_id
