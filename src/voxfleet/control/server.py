@@ -12,6 +12,7 @@ import uvicorn
 from voxfleet.bots.assistant_prompts import warm_up_messages
 from voxfleet import systemd
 from voxfleet.bots.llm_server import LocalLLMServer
+from voxfleet.bots.loader import check_bot_ref
 from voxfleet.config import BUILTIN_ASSISTANT, AgentSpec, Settings, llm_threads
 from voxfleet.control.app import create_app
 from voxfleet.control.auth import Auth, ensure_admin_key
@@ -45,6 +46,8 @@ def public_url(host: str, port: int, scheme: str = "http") -> str:
 
 
 async def serve(settings: Settings, announce: Callable[[str], None] = print) -> None:
+    for agent in settings.agents:  # a wrong bot path stops here, naming the setting
+        check_bot_ref(agent.bot, agent.name)
     settings.ensure_runtime_dir()  # fixed per port: bots in calls rejoin a restarted control plane
     llm: LocalLLMServer | None = None
     env: dict[str, str] = {}
