@@ -158,6 +158,12 @@ class TelephonySettings(BaseModel):
         default="Sorry, no agent could take your call. Please call again later. Goodbye.",
         min_length=1, max_length=500, description="What a caller hears before a call is ended unserved.",
     )
+    lost_message: str = Field(
+        default="Sorry, something went wrong on our side and this call has to end. Please call again. Goodbye.",
+        min_length=1, max_length=500,
+        description="What a caller hears when the call's bot fails (crashes, raises, goes over its memory "
+                    "limit, cannot start) before the call is ended.",
+    )
     hold_check_s: int = Field(default=2, ge=1, le=30, description="Seconds between checks while a call holds.")
     stream_token_ttl_s: float = Field(
         default=30.0, gt=0, le=600, description="Lifetime of a media stream's single-use token."

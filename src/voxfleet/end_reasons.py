@@ -76,5 +76,11 @@ MEANINGS: dict[EndReason, str] = {
 # Ends that are the platform's or the bot's fault rather than the caller's or a limit's.
 FAILED_REASONS: frozenset[EndReason] = frozenset({
     EndReason.START_FAILED, EndReason.BOT_ERROR, EndReason.CRASHED, EndReason.MEMORY_LIMIT,
-    EndReason.CONTROL_RESTART, EndReason.MEDIA_PORTS_EXHAUSTED,
+    EndReason.CONTROL_RESTART, EndReason.CONTROL_LOST, EndReason.MEDIA_PORTS_EXHAUSTED, EndReason.NODE_LOST,
 })
+
+
+def failure_text(reason: str) -> str:
+    """What a caller whose bot failed is told (an RTVI error, a WebSocket close reason): the
+    reason only; the detail (an exception's message may name internals) stays in the record."""
+    return f"the bot failed ({reason}); the session has ended"

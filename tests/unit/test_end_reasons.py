@@ -126,7 +126,8 @@ def test_failed_reasons_send_session_failed():
         kind, payload = event_for(session, True)
         assert kind == ("session.failed" if reason.failed else "session.ended") and payload["endReason"] == reason
     assert FAILED_REASONS == {EndReason.START_FAILED, EndReason.BOT_ERROR, EndReason.CRASHED,
-                              EndReason.MEMORY_LIMIT, EndReason.CONTROL_RESTART, EndReason.MEDIA_PORTS_EXHAUSTED}
+                              EndReason.MEMORY_LIMIT, EndReason.CONTROL_RESTART, EndReason.CONTROL_LOST,
+                              EndReason.MEDIA_PORTS_EXHAUSTED, EndReason.NODE_LOST}
 
 
 def test_the_docs_table_lists_every_reason_with_its_meaning():

@@ -38,6 +38,7 @@ class TwimlAnswer:
 
     xml: str
     stream_url: str | None = None
+    connect_action: str | None = None  # <Connect action>: asked when the stream ends
     parameters: dict[str, str] = field(default_factory=dict)
     says: list[str] = field(default_factory=list)
     redirect: str | None = None
@@ -53,6 +54,7 @@ def parse_twiml(text: str) -> TwimlAnswer:
     for verb in root:
         if verb.tag == "Connect":
             stream = verb.find("Stream")
+            answer.connect_action = verb.get("action")
             if stream is not None:
                 answer.stream_url = stream.get("url")
                 answer.parameters = {p.get("name", ""): p.get("value", "") for p in stream.findall("Parameter")}
@@ -78,6 +80,9 @@ class CallResult:
     marks: int = 0
     close_code: int | None = None
     close_reason: str = ""
+    closed_at: float | None = None  # s since start when the stream closed
+    stopped_by_caller: bool = False  # the caller sent stop (hung up)
+    after: TwimlAnswer | None = None  # what <Connect action> answered once the stream ended
     v2v_ms: list[float] = field(default_factory=list)  # end of each utterance -> the bot's first audio after it
 
     def pcm16(self) -> np.ndarray:
@@ -95,8 +100,7 @@ class TwilioCaller:
         """Post the voice webhook and follow <Redirect>s until TwiML connects a stream or hangs up.
         Returns the call sid and every TwiML answer."""
         call_sid = call_sid or sid("CA")
-        params = {"CallSid": call_sid, "AccountSid": self.account_sid, "From": from_, "To": "+15005550001",
-                  "Direction": "inbound", "CallStatus": "ringing", "ApiVersion": "2010-04-01"}
+        params = self.call_params(call_sid, from_)
         url = f"{self.base_url}/v1/telephony/twilio/{agent}"
         answers: list[TwimlAnswer] = []
         async with httpx.AsyncClient(timeout=15) as http:
@@ -113,6 +117,24 @@ class TwilioCaller:
                 url = answer.redirect
                 params["CallStatus"] = "in-progress"
         return call_sid, answers
+
+    def call_params(self, call_sid: str, from_: str = "+15005550006", status: str = "ringing") -> dict[str, str]:
+        """Twilio's standard request parameters of a call's webhooks."""
+        return {"CallSid": call_sid, "AccountSid": self.account_sid, "From": from_, "To": "+15005550001",
+                "Direction": "inbound", "CallStatus": status, "ApiVersion": "2010-04-01"}
+
+    async def stream_ended(self, answer: TwimlAnswer, call_sid: str) -> TwimlAnswer | None:
+        """As Twilio does when a <Connect>'s stream ends with the call still up: request its
+        ``action`` URL (signed, POST) for what to do next."""
+        if not answer.connect_action:
+            return None
+        params = self.call_params(call_sid, status="in-progress")
+        sig = RequestValidator(self.auth_token).compute_signature(answer.connect_action, params)
+        async with httpx.AsyncClient(timeout=15) as http:
+            response = await http.post(answer.connect_action, data=params, headers={"X-Twilio-Signature": sig})
+        if response.status_code != 200:
+            raise WebhookRefused(response.status_code, response.text)
+        return parse_twiml(response.text)
 
     async def stream(self, answer: TwimlAnswer, call_sid: str, speech: list[np.ndarray], *,
                      listen_s: float = 20.0, after_greeting: bool = True, send_stop: bool = True,
@@ -139,6 +161,7 @@ class TwilioCaller:
                                                result.speech_at, started, listen_s=listen_s,
                                                after_greeting=after_greeting)
                 if send_stop:
+                    result.stopped_by_caller = True
                     await ws.send(json.dumps({"event": "stop", "sequenceNumber": "9999", "streamSid": stream_sid,
                                               "stop": {"accountSid": self.account_sid, "callSid": call_sid}}))
                 await asyncio.wait_for(asyncio.shield(listener), 5)
@@ -147,9 +170,18 @@ class TwilioCaller:
             finally:
                 listener.cancel()
             result.close_code, result.close_reason = ws.close_code, ws.close_reason or ""
+            result.closed_at = result.closed_at or time.monotonic() - started
+        if not result.stopped_by_caller:
+            result.after = await self.stream_ended(answer, call_sid)
         return result
 
     async def _listen(self, ws: Any, result: CallResult, started: float, stream_sid: str) -> None:
+        try:
+            await self._frames(ws, result, started, stream_sid)
+        finally:
+            result.closed_at = time.monotonic() - started
+
+    async def _frames(self, ws: Any, result: CallResult, started: float, stream_sid: str) -> None:
         async for raw in ws:
             message = json.loads(raw)
             event = message.get("event")

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import numpy as np
 import websockets
-from pipecat.frames.frames import InputAudioRawFrame, OutputAudioRawFrame
+from pipecat.frames.frames import InputAudioRawFrame, InputTransportMessageFrame, OutputAudioRawFrame
 from pipecat.serializers.protobuf import ProtobufFrameSerializer
 
 from voxfleet.bench.conversation import Pacer, converse
@@ -33,6 +33,8 @@ class WsCallResult:
     v2v_ms: list[float] = field(default_factory=list)
     close_code: int | None = None
     close_reason: str = ""
+    rtvi: list[dict[str, Any]] = field(default_factory=list)  # RTVI messages from the bot
+    closed_at: float | None = None  # s since the socket opened when the server closed it
 
     def pcm16(self) -> np.ndarray:
         return np.concatenate(self.audio) if self.audio else np.zeros(0, np.int16)
@@ -47,9 +49,9 @@ async def start_websocket_session(base_url: str, agent: str | None = None, body:
 
 
 async def call(base_url: str, speech: list[np.ndarray], *, agent: str | None = None, listen_s: float = 20.0,
-               after_greeting: bool = True) -> WsCallResult:
+               after_greeting: bool = True, body: dict[str, Any] | None = None) -> WsCallResult:
     """Start a WebSocket session and hold a conversation: greeting, then each 16 kHz utterance."""
-    started_session = await start_websocket_session(base_url, agent)
+    started_session = await start_websocket_session(base_url, agent, body)
     result = WsCallResult(session_id=started_session["sessionId"])
     serializer = ProtobufFrameSerializer()
     url = f"{started_session['wsUrl']}?token={started_session['token']}"
@@ -61,9 +63,17 @@ async def call(base_url: str, speech: list[np.ndarray], *, agent: str | None = N
                                                                          num_channels=1)))
 
         async def listen() -> None:
+            try:
+                await frames()
+            finally:
+                result.closed_at = time.monotonic() - started
+
+        async def frames() -> None:
             async for raw in ws:
                 frame = await serializer.deserialize(raw)
-                if isinstance(frame, InputAudioRawFrame):  # "audio" messages deserialize as input audio
+                if isinstance(frame, InputTransportMessageFrame):  # an RTVI message
+                    result.rtvi.append(frame.message)
+                elif isinstance(frame, InputAudioRawFrame):  # "audio" messages deserialize as input audio
                     pcm = np.frombuffer(frame.audio, dtype=np.int16)
                     result.sample_rate = frame.sample_rate
                     result.audio.append(pcm)

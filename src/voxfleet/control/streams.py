@@ -22,7 +22,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from voxfleet.control.errors import ws_close_for
 from voxfleet.end_reasons import EndReason
 from voxfleet.exceptions import StreamProtocolError, StreamRejected
-from voxfleet.runtime.streams import RelayStream, StreamClosed
+from voxfleet.runtime.rtvi import fatal_error
+from voxfleet.runtime.streams import BOT_FAILED, RelayStream, StreamClosed
 from voxfleet.transports.twilio_media import TwilioStreamCheck, frame_rate, is_speech, outbound_audio
 
 log = logging.getLogger(__name__)
@@ -34,9 +35,10 @@ MAX_FRAME_BYTES = 512 * 1024  # a relayed frame, base64-encoded, must fit the co
 class RelayEnd:
     """Why a relay ended: who ended the call and how the session should record it."""
 
-    reason: EndReason  # hangup (caller), bot_ended, protocol_error, idle_timeout
+    reason: EndReason  # hangup (caller), bot_ended, bot_error, protocol_error, idle_timeout
     detail: str
     by_bot: bool = False
+    failed: bool = False  # the bot failed the caller (crashed, raised, over its memory limit)
 
 
 class GenericFrameCheck:
@@ -90,23 +92,30 @@ async def relay(
     *,
     idle_timeout: float,
     on_first_audio: Callable[[float], None] | None = None,
+    rtvi: bool = False,
 ) -> RelayEnd:
-    """Move frames both ways until the caller or the bot ends the call."""
+    """Move frames both ways until the caller or the bot ends the call. A bot that fails the
+    caller closes the socket with 1011 and the reason; `rtvi`: a Pipecat client, told first
+    with a fatal RTVI error (a phone call is told by its carrier: see ``telephony``)."""
     to_bot = asyncio.create_task(_caller_to_bot(websocket, stream, check, idle_timeout), name="relay-in")
-    to_caller = asyncio.create_task(_bot_to_caller(websocket, stream, on_first_audio), name="relay-out")
+    to_caller = asyncio.create_task(_bot_to_caller(websocket, stream, on_first_audio, rtvi), name="relay-out")
     done, pending = await asyncio.wait((to_bot, to_caller), return_when=asyncio.FIRST_COMPLETED)
     for task in pending:
         task.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
-    end: RelayEnd = next(iter(done)).result()
+    end: RelayEnd = to_caller.result() if to_caller in done else to_bot.result()
     if end.by_bot:
-        await close_caller(websocket, 1000, end.detail)
+        await close_caller(websocket, BOT_FAILED if end.failed else 1000, end.detail)
     return end
 
 
 async def _caller_to_bot(websocket: WebSocket, stream: RelayStream, check: TwilioStreamCheck | GenericFrameCheck,
                          idle_timeout: float) -> RelayEnd:
     while True:
+        if stream.closed is not None:
+            # the bot's side ended (relay-out has the reason). Checked here too: a cancel that
+            # lands as a frame arrives is swallowed by wait_for, and callers send every 20 ms.
+            return RelayEnd(EndReason.BOT_ENDED, stream.closed.reason, by_bot=True, failed=stream.closed.failed)
         try:
             frame = await receive_frame(websocket, idle_timeout)
         except asyncio.TimeoutError:  # the session is then stopped with this reason (run_stream)
@@ -132,11 +141,16 @@ async def _caller_to_bot(websocket: WebSocket, stream: RelayStream, check: Twili
 
 
 async def _bot_to_caller(websocket: WebSocket, stream: RelayStream,
-                         on_first_audio: Callable[[float], None] | None) -> RelayEnd:
+                         on_first_audio: Callable[[float], None] | None, rtvi: bool) -> RelayEnd:
+    binary = True  # how the bot's serializer frames messages (Pipecat's protobuf: binary)
     while True:
         frame = await stream.receive()
         if isinstance(frame, StreamClosed):
-            return RelayEnd(EndReason.BOT_ENDED, frame.reason, by_bot=True)
+            if frame.failed and rtvi:
+                await _send_quietly(websocket, rtvi_frame(fatal_error(frame.reason), binary))
+            return RelayEnd(EndReason.BOT_ERROR if frame.failed else EndReason.BOT_ENDED, frame.reason,
+                            by_bot=True, failed=frame.failed)
+        binary = isinstance(frame, bytes)
         if on_first_audio is not None:
             audio = outbound_audio(frame)
             if audio is not None and is_speech(audio):
@@ -150,6 +164,26 @@ async def _bot_to_caller(websocket: WebSocket, stream: RelayStream,
         except (WebSocketDisconnect, RuntimeError, OSError) as exc:
             stream.close(1006, f"caller's socket failed: {exc}")
             return RelayEnd(EndReason.HANGUP, f"caller's socket failed: {exc}")
+
+
+def rtvi_frame(message: dict, binary: bool) -> str | bytes:
+    """An RTVI message as a Pipecat WebSocket client reads it: a protobuf ``MessageFrame`` (what
+    Pipecat's ProtobufFrameSerializer sends), or JSON text for a text serializer."""
+    if not binary:
+        return json.dumps(message)
+    from pipecat.frames.protobufs import frames_pb2  # protobuf only; loaded the first time a bot fails
+
+    return frames_pb2.Frame(message=frames_pb2.MessageFrame(data=json.dumps(message))).SerializeToString()
+
+
+async def _send_quietly(websocket: WebSocket, frame: str | bytes) -> None:
+    try:
+        if isinstance(frame, bytes):
+            await websocket.send_bytes(frame)
+        else:
+            await websocket.send_text(frame)
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        pass
 
 
 def without_token(start_frame: str) -> str:

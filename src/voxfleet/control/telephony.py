@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 TWILIO_STREAM_PATH = "/v1/telephony/twilio/stream"
 WS_PATH = "/v1/ws"
 HANDSHAKE_TIMEOUT_S = 10.0
+ENDED_WAIT_S = 3.0  # how long Twilio's stream-ended request waits for the session's end
 MAX_CALLS_REMEMBERED = 10_000  # CallSid -> session, so a replayed webhook starts no second session
 
 
@@ -96,8 +97,12 @@ def verify_signature(settings: Settings, request: Request, params: dict[str, str
 
 
 def connect_stream(state: AppState, request: Request, session_id: str) -> Response:
+    """``<Connect><Stream>`` to the session's bot; when the stream ends Twilio asks the
+    ``action`` URL (``stream_ended``) what to do next."""
     response = VoiceResponse()
-    connect = Connect()
+    agent = state.service.get(session_id).agent
+    connect = Connect(action=f"{base_url(state.settings, request)}/v1/telephony/twilio/{agent}/ended"
+                             f"?session={session_id}", method="POST")
     stream = connect.stream(url=ws_base(base_url(state.settings, request)) + TWILIO_STREAM_PATH)
     stream.parameter(name="session", value=session_id)
     stream.parameter(name="token", value=state.tokens.mint(session_id))
@@ -201,6 +206,33 @@ async def check_held(state: AppState, request: Request, agent: str, session_id: 
     return connect_stream(state, request, session_id)
 
 
+@router.post("/v1/telephony/twilio/{agent}/ended")
+async def stream_ended(agent: str, request: Request, state: State) -> Response:
+    """``<Connect action>``: the call's media stream ended. A caller whose bot failed hears
+    ``lost_message`` before the call ends (never silence); any other end hangs up."""
+    params = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+    verify_signature(state.settings, request, params)
+    session_id = request.query_params.get("session", "")
+    try:
+        record = state.service.get(session_id)
+    except SessionNotFound:
+        return hang_up_twiml()
+    deadline = time.monotonic() + ENDED_WAIT_S  # the stream closes a moment before the record ends
+    while record.state != ENDED and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    if record.end_reason is not None and EndReason(record.end_reason).failed:
+        log.warning("call %s (session %s): bot failed (%s); the caller is told", params.get("CallSid"),
+                    session_id, record.end_reason)
+        return goodbye(state.settings.telephony.lost_message)
+    return hang_up_twiml()
+
+
+def hang_up_twiml() -> Response:
+    response = VoiceResponse()
+    response.hangup()
+    return twiml(response)
+
+
 @router.websocket(TWILIO_STREAM_PATH)
 async def twilio_stream(websocket: WebSocket, state: State) -> None:
     """Twilio's media stream for a call answered above."""
@@ -281,11 +313,12 @@ async def run_stream(state: AppState, websocket: WebSocket, session_id: str,
         record.mark("first_audio", at)
 
     end: RelayEnd = await relay(websocket, stream, check, idle_timeout=state.settings.idle_timeout_s,
-                                on_first_audio=first_audio if transport == "twilio" else None)
+                                on_first_audio=first_audio if transport == "twilio" else None,
+                                rtvi=transport == "websocket")
     log.info("session %s: media stream ended: %s (%s)", session_id, end.reason, end.detail)
     if end.reason in ("protocol_error", "idle_timeout"):
         await service.hang_up(session_id, end.reason)
-    elif end.by_bot and call_sid:
+    elif end.by_bot and not end.failed and call_sid:  # a failed bot's caller is told first (stream_ended)
         await hang_up_call(state.settings, call_sid)
 
 

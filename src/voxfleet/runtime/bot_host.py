@@ -171,5 +171,9 @@ def run_bot_host(*, control_socket: str, spec: BotSpec, bot_id: str, start: Sess
     advertise_addresses(spec.advertised_addresses)
     host = BotHost(control_socket=control_socket, spec=spec, bot_id=bot_id, start=start, bot=bot, warmup=warmup,
                    preload=preload)
-    with asyncio.Runner(loop_factory=loop_factory(spec.media_ports)) as runner:
-        return runner.run(host.run())
+    # Not closed: the session is over once run() returns (its end reported, its connections
+    # closed), and this process exits at once (template.become_bot). Closing the runner would
+    # first wait for every task and executor thread the bot left behind: a bot that raised
+    # with its pipeline still running hung here and its caller waited for the record to end.
+    runner = asyncio.Runner(loop_factory=loop_factory(spec.media_ports))
+    return runner.run(host.run())

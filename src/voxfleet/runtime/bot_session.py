@@ -26,6 +26,7 @@ import traceback
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+from voxfleet.end_reasons import FAILED_REASONS, failure_text
 from voxfleet.exceptions import MediaPortsExhausted
 from voxfleet.procutil import can_renice_back, set_threads_nice
 from voxfleet.runtime.messages import (
@@ -50,7 +51,7 @@ from voxfleet.runtime.messages import (
     WsOpen,
     WsOpened,
 )
-from voxfleet.runtime.rtvi import RtviObserver
+from voxfleet.runtime.rtvi import RtviObserver, fatal_error
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,7 @@ class BotSession:
         self.done = asyncio.Event()
         self.tasks: set[asyncio.Task] = set()
         self.stream: Any = None  # a RelayedWebSocket once a media WebSocket session opened
+        self.connection: Any = None  # its SmallWebRTCConnection once an offer started the bot
         # Models this agent's bot built in its last session, built here before ours (warm bots).
         self.preload = preload or []
         self.preloader = ModelPreloader(
@@ -164,13 +166,30 @@ class BotSession:
         finally:
             for task in list(self.tasks):
                 task.cancel()
+            await self.tell_client_if_failed()
             await self.handler.close()
         code, reason, detail = self.outcome()
         if self.stream is not None:
             self.emit(RelayStats(**self.stream.stats()))
             if not self.stream.closed_by_bot and self.stream.closed_by_peer is None:
-                self.emit(WsClose(code=1000, reason=f"session ended ({reason})"))
+                # 1011: the control plane tells the caller (an RTVI error, or the phone message)
+                failed = reason in FAILED_REASONS
+                self.emit(WsClose(code=1011 if failed else 1000,
+                                  reason=failure_text(reason) if failed else f"session ended ({reason})"))
         return code, reason, detail
+
+    async def tell_client_if_failed(self) -> None:
+        """A WebRTC client whose session failed (the bot raised, or was stopped over its memory
+        limit) gets a fatal RTVI error on its data channel before the connection closes, not
+        silence. (A relayed media stream is told by the control plane; see finish.)"""
+        _, reason, _ = self.outcome()
+        if reason not in FAILED_REASONS or self.connection is None or self.stream is not None:
+            return
+        try:
+            self.connection.send_app_message(fatal_error(failure_text(reason)))
+            await asyncio.sleep(0.1)  # the data channel sends in the background; then the close
+        except Exception as exc:  # noqa: BLE001 - the connection may be closing already
+            log.info("session %s: could not send the RTVI error: %s", self.session_id, exc)
 
     def outcome(self) -> tuple[int, str, str]:
         if self.bot_task is None or self.bot_task.cancelled():
@@ -286,6 +305,7 @@ class BotSession:
     async def start_bot(self, connection: Any) -> None:
         from pipecat.runner.types import SmallWebRTCRunnerArguments
 
+        self.connection = connection
         @connection.event_handler("closed")
         async def on_closed(_connection: Any) -> None:
             self.client_left = True

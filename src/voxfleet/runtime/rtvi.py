@@ -44,3 +44,9 @@ class RtviObserver:
             return [Ttfb(processor=str(item.get("processor", "?")), seconds=float(item["value"]))
                     for item in data.get("ttfb") or [] if isinstance(item, dict) and "value" in item]
         return []
+
+
+def fatal_error(text: str) -> dict[str, Any]:
+    """The RTVI ``error`` message (fatal: the pipeline has stopped) that tells a client its bot
+    is gone, as Pipecat's own RTVI processor words one (``{error, fatal}``)."""
+    return {"label": "rtvi-ai", "type": "error", "data": {"error": text[:500], "fatal": True}}

@@ -15,9 +15,13 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from voxfleet.end_reasons import FAILED_REASONS, failure_text
 from voxfleet.runtime.messages import Message, RelayStats, WsClose, WsIn, WsOut
+
+if TYPE_CHECKING:
+    from voxfleet.runtime.protocol import BotExit
 
 Write = Callable[[Message], None]  # one message to the bot
 
@@ -37,6 +41,15 @@ def clock_id() -> str:
 class StreamClosed:
     code: int
     reason: str
+
+    @property
+    def failed(self) -> bool:
+        """The bot failed the caller (1011, RFC 6455's "unexpected condition"): the control
+        plane tells the caller so instead of just closing."""
+        return self.code == BOT_FAILED
+
+
+BOT_FAILED = 1011
 
 
 class RelayStream:
@@ -77,8 +90,12 @@ class RelayStream:
         else:
             self.inbound_stats = message.summary()
 
-    def on_bot_gone(self) -> None:
-        self._finish(StreamClosed(1000, "session ended"))
+    def on_bot_gone(self, result: BotExit | None = None) -> None:
+        """The bot's process is gone; `result`: how it ended (a crash fails the caller)."""
+        if result is not None and result.reason in FAILED_REASONS:
+            self._finish(StreamClosed(BOT_FAILED, failure_text(result.reason)))
+        else:
+            self._finish(StreamClosed(1000, "session ended"))
 
     def _finish(self, closed: StreamClosed) -> None:
         if self.closed is None:

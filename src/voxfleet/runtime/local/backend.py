@@ -135,7 +135,7 @@ class LocalBot(RemoteBot):
             return
         self.on_link_closed()
         if self.stream is not None:
-            self.stream.on_bot_gone()
+            self.stream.on_bot_gone(result)
         for waiter in (self.forked, self.hello, self.warm_ready):
             if not waiter.done():
                 waiter.set_exception(BotStartFailed(start_error))

@@ -84,7 +84,7 @@ class RayBot(RemoteBot):
 
     def _ended(self, result: BotExit) -> None:
         if self.stream is not None:
-            self.stream.on_bot_gone()
+            self.stream.on_bot_gone(result)
         if not self._exit.done():
             self._exit.set_result(result)
 
