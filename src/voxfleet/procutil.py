@@ -75,3 +75,12 @@ def cmdline(pid: int) -> list[str]:
             return [part.decode(errors="replace") for part in f.read().split(b"\0") if part]
     except OSError:
         return []
+
+
+def proc_state(pid: int) -> str | None:
+    """The scheduler state letter of process `pid` (R, S, D, T, t, Z, ...); None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None

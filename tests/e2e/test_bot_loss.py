@@ -115,3 +115,24 @@ async def test_a_webrtc_client_whose_bot_fails_gets_an_rtvi_error(server):
     finally:
         await caller.close()
     assert (await record_of(server, result.session_id))["endReason"] == "bot_error"
+
+
+async def test_a_phone_caller_whose_bot_is_stopped_is_told_and_the_bot_killed(server):
+    """SIGSTOP: nothing reaps a stopped bot; the backend sees it stopped, kills it, tells the caller."""
+    caller = TwilioCaller(server.url, AUTH_TOKEN, account_sid=ACCOUNT)
+    call_sid, answers = await caller.dial(AGENT)
+    call = asyncio.create_task(caller.stream(answers[-1], call_sid, STAY, listen_s=30))
+    record = await record_of(server, answers[-1].parameters["session"], state="active")
+    await asyncio.sleep(0.5)
+    stopped_at = time.monotonic()
+    os.kill(record["pid"], signal.SIGSTOP)
+    result = await asyncio.wait_for(call, 20)
+    told_s = time.monotonic() - stopped_at
+    assert result.close_code == 1011 and result.after is not None and result.after.says == [LOST]
+    assert told_s < 8, told_s  # stopped_s (3 s) plus a sample period: bounded, not benchmarked
+    ended = await record_of(server, answers[-1].parameters["session"])
+    assert ended["endReason"] == "crashed" and "stopped (state T)" in ended["endDetail"], ended["endDetail"]
+    with server.client() as http:
+        capacity = wait_for(lambda: (c := http.get("/v1/capacity").json())["invariant_ok"]
+                            and c["agents"][AGENT]["active"] == 0 and c, 10)
+    assert capacity["reservations"] == capacity["agents"][AGENT]["warm"] + capacity["agents"][AGENT].get("warming", 0)

@@ -161,8 +161,10 @@ async def test_a_stopped_template_fails_the_start_promptly_and_is_restarted(cold
         record = await api.ended(reply.json()["sessionId"], timeout=FORK_TIMEOUT_S + 5)
         took = time.monotonic() - started
         assert record["endReason"] == "start_failed", record
-        assert "did not fork bot" in record["endDetail"] and "killed and restarts" in record["endDetail"]
-        assert FORK_TIMEOUT_S - 0.5 < took < BOT_START_TIMEOUT_S / 2
+        # seen stopped for liveness.stopped_s (3 s) and killed, or (whichever comes first) its
+        # fork overdue after FORK_TIMEOUT_S: either way well before bot_start_timeout
+        assert "not forked" in record["endDetail"] or "did not fork bot" in record["endDetail"], record
+        assert 2.5 < took < BOT_START_TIMEOUT_S / 2
         status = await api.restarted(old["pid"], restarts=old["restarts"] + 1, timeout=20)
         assert status["last_exit"]["signal"] == signal.SIGKILL
         await api.settled()

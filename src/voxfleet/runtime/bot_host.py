@@ -30,6 +30,7 @@ from voxfleet.runtime.messages import (
     BotSpec,
     Ended,
     Event,
+    Heartbeat,
     Ice,
     Message,
     ModelLoad,
@@ -49,6 +50,7 @@ from voxfleet.runtime.messages import (
 
 log = logging.getLogger(__name__)
 
+HEARTBEAT_S = 2.0  # well inside liveness.unresponsive_s
 REPLAYED = (Event, Turn, Transcript, Ttfb, ModelLoad)  # offered again to a new control plane
 
 
@@ -78,12 +80,14 @@ class BotHost:
         reader, self.writer = await asyncio.open_unix_connection(self.control_socket, limit=wire.MAX_LINE)
         self.send(BotHello(bot_id=self.bot_id, pid=os.getpid(), at=time.time()))
         control = asyncio.create_task(self.read_control(reader), name="control")
+        beating = asyncio.create_task(self.heartbeat(), name="heartbeat")
         try:
             if not session.assigned.is_set():
                 await session.prepare_warm()
             code, reason, detail = await session.finish()
         finally:
             control.cancel()
+            beating.cancel()
         self.send(Ended(reason=reason, detail=detail))
         try:
             await self.writer.drain()
@@ -91,6 +95,12 @@ class BotHost:
         except (ConnectionError, RuntimeError):
             pass
         return code
+
+    async def heartbeat(self) -> None:
+        """Tell the control plane this bot's event loop runs (it kills a bot silent too long)."""
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            self.send(Heartbeat())
 
     async def read_control(self, reader: asyncio.StreamReader) -> None:
         current: asyncio.StreamReader | None = reader

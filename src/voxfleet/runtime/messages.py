@@ -347,13 +347,15 @@ class WsOut:
 
 @dataclass(frozen=True)
 class RelayStats:
-    """Inbound relay latency of a media WebSocket, ms (streams.LatencySamples.summary)."""
+    """Inbound relay latency of a media WebSocket, ms (streams.LatencySamples.summary), and
+    the caller frames dropped because the bot did not read them (ws_relay.MAX_INBOX)."""
 
     kind: ClassVar[str] = "relay_stats"
     frames: int
     p50: float | None = None
     p95: float | None = None
     p99: float | None = None
+    dropped: int | None = None
 
     def summary(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
@@ -368,10 +370,18 @@ class Ended:
     detail: str = ""
 
 
+@dataclass(frozen=True)
+class Heartbeat:
+    """The bot's event loop runs (sent every few seconds): a bot that sends nothing for
+    ``unresponsive_s`` is taken as hung and killed (runtime/liveness.py)."""
+
+    kind: ClassVar[str] = "heartbeat"
+
+
 Message = Union[
     Fork, Shutdown, TemplateReady, Forked, ForkFailed, Exited, Assign, Preload, Offer, Ice, WsOpen, WsIn, WsClose,
     Stop, BotHello, BotResume, WarmReady, Preloaded, ModelLoad, Assigned, Answer, IceOk, WsOpened, Error, Event,
-    Turn, Transcript, Ttfb, Memory, WsOut, RelayStats, Ended,
+    Turn, Transcript, Ttfb, Memory, WsOut, RelayStats, Ended, Heartbeat,
 ]
 KINDS: dict[str, type] = {cls.kind: cls for cls in typing.get_args(Message)}
 Request = Union[Assign, Offer, Ice, WsOpen]  # control -> bot, each answered by a Reply with its id

@@ -50,6 +50,8 @@ class StreamClosed:
 
 
 BOT_FAILED = 1011
+CALLER_TOO_SLOW = 1008  # policy violation: the caller does not read what it is sent
+MAX_OUTBOX = 1500  # frames waiting for the caller's socket: 30 s of 20 ms audio
 
 
 class RelayStream:
@@ -84,6 +86,11 @@ class RelayStream:
             if message.at is not None:
                 self.outbound_ms.add((time.monotonic() - message.at) * 1000)
             frame = base64.b64decode(message.bytes) if message.bytes is not None else (message.text or "")
+            if self.closed is not None:
+                return
+            if self._outbox.qsize() >= MAX_OUTBOX:
+                self._caller_too_slow()
+                return
             self._outbox.put_nowait(frame)
         elif isinstance(message, WsClose):
             self._finish(StreamClosed(message.code, message.reason or "the bot ended the call"))
@@ -96,6 +103,15 @@ class RelayStream:
             self._finish(StreamClosed(BOT_FAILED, failure_text(result.reason)))
         else:
             self._finish(StreamClosed(1000, "session ended"))
+
+    def _caller_too_slow(self) -> None:
+        """The caller's socket takes frames slower than the bot sends them (memory would grow
+        for as long as the call lasts): drop what waits, end the call on both sides."""
+        while not self._outbox.empty():
+            self._outbox.get_nowait()
+        reason = f"the caller did not read the bot's frames ({MAX_OUTBOX} waiting)"
+        self._write(WsClose(code=CALLER_TOO_SLOW, reason=reason))
+        self._finish(StreamClosed(CALLER_TOO_SLOW, reason))
 
     def _finish(self, closed: StreamClosed) -> None:
         if self.closed is None:

@@ -24,6 +24,7 @@ from voxfleet.runtime.messages import Message, WsClose, WsIn, WsOpen, WsOut
 from voxfleet.runtime.streams import LatencySamples, clock_id
 
 Send = Callable[[Message], None]  # BotSession.emit
+MAX_INBOX = 1500  # caller frames the bot has not read yet (30 s of 20 ms audio); older ones are dropped
 
 
 class RelayedWebSocket:
@@ -34,6 +35,7 @@ class RelayedWebSocket:
         self.closed_by_bot = False
         self.closed_by_peer: int | None = None
         self.inbound_ms = LatencySamples()
+        self.dropped = 0  # caller frames dropped because the bot did not read them
         self.same_clock = request.clock == clock_id()  # else relay latency is not measured
         client = request.client or ["0.0.0.0", 0]
         scope = {
@@ -55,6 +57,9 @@ class RelayedWebSocket:
     def deliver(self, message: WsIn) -> None:
         if message.at is not None and self.same_clock:
             self.inbound_ms.add((time.monotonic() - message.at) * 1000)
+        if self._inbox.qsize() >= MAX_INBOX:  # the bot is not reading: stale audio is worth nothing
+            self._inbox.get_nowait()
+            self.dropped += 1
         if message.bytes is not None:
             self._inbox.put_nowait({"type": "websocket.receive", "bytes": base64.b64decode(message.bytes)})
         else:
@@ -82,5 +87,5 @@ class RelayedWebSocket:
         # websocket.accept: the control plane accepted the caller's socket already
 
     def stats(self) -> dict[str, Any]:
-        """Inbound relay latency (control plane received -> bot delivered), ms."""
-        return self.inbound_ms.summary()
+        """Inbound relay latency (control plane received -> bot delivered), ms; frames dropped."""
+        return {**self.inbound_ms.summary(), "dropped": self.dropped}

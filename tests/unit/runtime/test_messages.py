@@ -43,6 +43,7 @@ EXAMPLES: list[m.Message] = [
     m.WsOpened(id=4),
     m.Error(id=2, message="no ports", code="MEDIA_PORTS_EXHAUSTED", media_ports=[40000, 40099, "10.0.0.2"]),
     m.Event(name="first_audio", at=1001.0),
+    m.Heartbeat(),
     m.Turn(v2v_ms=800.0, stages_ms={"stt": 100.0}, speech_end=1000.5, at=1002.0),
     m.Transcript(role="user", text="hello", at=1003.0),
     m.Ttfb(processor="OpenAILLMService#0", seconds=0.2),

@@ -22,7 +22,7 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
-from voxfleet.procutil import die_with_parent, pid_alive
+from voxfleet.procutil import die_with_parent, pid_alive, proc_state
 from voxfleet.exceptions import BotError, BotStartFailed, NotReady, SignalingTimeout
 from voxfleet.runtime import wire
 from voxfleet.runtime.local.cgroups import CpuLimiter
@@ -37,6 +37,7 @@ from voxfleet.runtime.messages import (
     Fork,
     Forked,
     ForkFailed,
+    Heartbeat,
     Message,
     Preload,
     Request,
@@ -47,6 +48,7 @@ from voxfleet.runtime.messages import (
     decode,
     encode,
 )
+from voxfleet.runtime.liveness import Liveness, LivenessLimits
 from voxfleet.runtime.model_preload import ModelManifests
 from voxfleet.runtime.protocol import BotExit, BotInfo, IceServersFor, no_ice_servers
 from voxfleet.runtime.remote_bot import RemoteBot
@@ -54,6 +56,8 @@ from voxfleet.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
 
+LIVENESS_EVERY_S = 1.0  # how often each bot's and template's liveness is sampled
+MAX_CONTROL_BUFFER = 8 * 1024 * 1024  # bytes queued to a bot that does not read: it is stuck
 KILL_CONFIRM_S = 3.0  # a killed bot's pid still there after this long is taken as gone (logged)
 EXIT_REPORT_GRACE_S = 0.3  # a bot's pid vanished: time left for its template to report the status
 PID_POLL_S = 0.05
@@ -76,6 +80,9 @@ class LocalBot(RemoteBot):
         self._requests: dict[int, asyncio.Future] = {}
         self._reported: Ended | None = None
         self._killing: asyncio.Task[None] | None = None
+        self.last_heard: float | None = None  # monotonic time of its last message (None: not connected)
+        self.liveness = Liveness(LivenessLimits())
+        self.killed_because: str | None = None  # why the backend killed it (stopped, hung, stuck)
 
     @property
     def ended(self) -> bool:
@@ -89,12 +96,16 @@ class LocalBot(RemoteBot):
 
     def attach(self, writer: asyncio.StreamWriter, pid: int) -> None:
         self._writer = writer
+        self.last_heard = time.monotonic()
         self.on_forked(pid)  # its hello may overtake its template's Forked
         self.info.events["bot_ready"] = time.time()
         if not self.hello.done():
             self.hello.set_result(None)
 
     def on_message(self, message: Message) -> None:
+        self.last_heard = time.monotonic()
+        if isinstance(message, Heartbeat):
+            return
         if isinstance(message, REPLIES):
             future = self._requests.pop(message.id, None)
             if future is not None and not future.done():
@@ -116,8 +127,9 @@ class LocalBot(RemoteBot):
         """The bot's process is gone: its exit code or signal (both None: not known)."""
         if signum is not None:
             name = signal.Signals(signum).name if signum in signal.Signals._value2member_map_ else str(signum)
+            killed = f"{self.killed_because}: killed by {name}" if self.killed_because else f"killed by {name}"
             result = BotExit(self._stop_reason if self._stop_reason and signum in (signal.SIGTERM, signal.SIGKILL) else "crashed",
-                             exit_code, signum, f"killed by {name}")
+                             exit_code, signum, killed)
         elif self._reported is not None:
             result = BotExit(self._reported.reason, exit_code, None, self._reported.detail)
         elif self._stop_reason:
@@ -162,7 +174,18 @@ class LocalBot(RemoteBot):
 
     def _send(self, message: Message) -> None:
         if self._writer is not None and not self._writer.is_closing():
+            queued = self._writer.transport.get_write_buffer_size()
+            if queued > MAX_CONTROL_BUFFER:  # the bot reads nothing: the caller's frames would pile up here
+                self.kill_because(f"not reading its control link ({queued // 1024} KiB queued)")
+                return
             self._writer.write(encode(message))
+
+    def kill_because(self, why: str) -> None:
+        """Kill a bot that is alive but of no use to its caller (stopped, hung, stuck)."""
+        if self.killed_because is None and not self._exit.done():
+            self.killed_because = why
+            log.error("session %s: bot %s pid %s %s; killing it", self.session_id, self.bot_id, self.info.pid, why)
+            self.kill()
 
     def _ask_stop(self, reason: str) -> None:
         self._send(Stop(reason=reason))
@@ -232,6 +255,7 @@ class TemplateLink:
         self.restarts = 0
         self.last_exit: dict[str, Any] | None = None  # {code, signal, at}, or {error, at}: it could not start
         self.restart_at: float | None = None  # while it waits out its restart backoff (time.time())
+        self.liveness = Liveness(LivenessLimits())
 
     def status(self) -> dict[str, Any]:
         info = self.info
@@ -287,6 +311,7 @@ class LocalBackend:
         await self.listen()
         for link in self.templates.values():
             self.tasks.spawn(self._supervise(link), f"template:{link.agent}")
+        self.tasks.spawn(self._watch_liveness(), "liveness")
         waits = [asyncio.wait_for(link.ready.wait(), self.template_start_timeout) for link in self.templates.values()]
         try:
             await asyncio.gather(*waits)
@@ -352,6 +377,27 @@ class LocalBackend:
             link.restart_at = time.time() + backoff
             await asyncio.sleep(backoff)
             link.restart_at = None
+
+    async def _watch_liveness(self) -> None:
+        """Kill what is alive but useless: a bot or template stopped (SIGSTOP) for a few
+        seconds, a bot that sent nothing (not even its heartbeat) for unresponsive_s. Their
+        exits are then reported as crashes: the caller is told, the reservation freed."""
+        while True:
+            await asyncio.sleep(LIVENESS_EVERY_S)
+            now = time.monotonic()
+            for bot in list(self.bots.values()):
+                if bot.info.pid and not bot.ended:
+                    # a warm bot may starve at its low CPU share; it answers for itself at assign
+                    heard = bot.last_heard if bot.session_id is not None else None
+                    why = bot.liveness.sample(now, proc_state(bot.info.pid), heard)
+                    if why is not None:
+                        bot.kill_because(why)
+            for link in self.templates.values():
+                pid = link.info.pid if link.info is not None and link.writer is not None else None
+                if pid and (why := link.liveness.sample(now, proc_state(pid))) is not None:
+                    log.error("agent %s: template pid %s %s; killing it (it restarts)", link.agent, pid, why)
+                    _kill(pid)
+                    link.liveness = Liveness(LivenessLimits())
 
     # -- sessions ---------------------------------------------------------------------------
     async def launch(self, agent: str, bot_id: str, session_id: str | None = None, body: Any = None,
