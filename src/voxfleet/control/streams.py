@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
@@ -24,7 +25,7 @@ from voxfleet.end_reasons import EndReason
 from voxfleet.exceptions import StreamProtocolError, StreamRejected
 from voxfleet.runtime.rtvi import fatal_error
 from voxfleet.runtime.streams import BOT_FAILED, RelayStream, StreamClosed
-from voxfleet.transports.twilio_media import TwilioStreamCheck, frame_rate, is_speech, outbound_audio
+from voxfleet.transports.twilio_media import frame_rate
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,23 @@ class RelayEnd:
     failed: bool = False  # the bot failed the caller (crashed, raised, over its memory limit)
 
 
+class FrameCheck(Protocol):
+    """A media stream's protocol at the edge: one per carrier (``transports/<carrier>_media``),
+    and the generic Pipecat client."""
+
+    phone: bool  # a carrier's call: TTFW measured, its caller told by the carrier when the bot fails
+
+    def check(self, frame: str | bytes, now: float | None = None) -> dict[str, Any] | None:
+        """The parsed inbound frame, or StreamProtocolError naming the field and value."""
+
+    def outbound_speech(self, frame: str | bytes) -> bool:
+        """Whether a frame the bot sends carries audible audio (its first one is the TTFW)."""
+
+
 class GenericFrameCheck:
     """Frames of a generic Pipecat WebSocket client (protobuf or JSON): bounded in size and rate."""
+
+    phone = False
 
     def __init__(self) -> None:
         self.rate = frame_rate()
@@ -55,6 +71,10 @@ class GenericFrameCheck:
             raise StreamProtocolError("frame", f"{size} bytes", f"over the {MAX_FRAME_BYTES}-byte limit")
         if now is not None and self.rate.take(now) is not None:
             raise StreamProtocolError("frame", f"#{self.frames}", f"over {self.rate.per_s:.0f} frames/s")
+        return None
+
+    def outbound_speech(self, frame: str | bytes) -> bool:
+        return False
 
 
 async def receive_frame(websocket: WebSocket, timeout: float) -> str | bytes | None:
@@ -88,7 +108,7 @@ async def reject(websocket: WebSocket, exc: StreamRejected) -> None:
 async def relay(
     websocket: WebSocket,
     stream: RelayStream,
-    check: TwilioStreamCheck | GenericFrameCheck,
+    check: FrameCheck,
     *,
     idle_timeout: float,
     on_first_audio: Callable[[float], None] | None = None,
@@ -98,7 +118,8 @@ async def relay(
     caller closes the socket with 1011 and the reason; `rtvi`: a Pipecat client, told first
     with a fatal RTVI error (a phone call is told by its carrier: see ``telephony``)."""
     to_bot = asyncio.create_task(_caller_to_bot(websocket, stream, check, idle_timeout), name="relay-in")
-    to_caller = asyncio.create_task(_bot_to_caller(websocket, stream, on_first_audio, rtvi), name="relay-out")
+    to_caller = asyncio.create_task(_bot_to_caller(websocket, stream, check, on_first_audio, rtvi),
+                                    name="relay-out")
     done, pending = await asyncio.wait((to_bot, to_caller), return_when=asyncio.FIRST_COMPLETED)
     for task in pending:
         task.cancel()
@@ -109,7 +130,7 @@ async def relay(
     return end
 
 
-async def _caller_to_bot(websocket: WebSocket, stream: RelayStream, check: TwilioStreamCheck | GenericFrameCheck,
+async def _caller_to_bot(websocket: WebSocket, stream: RelayStream, check: FrameCheck,
                          idle_timeout: float) -> RelayEnd:
     while True:
         if stream.closed is not None:
@@ -140,7 +161,7 @@ async def _caller_to_bot(websocket: WebSocket, stream: RelayStream, check: Twili
             return RelayEnd(EndReason.HANGUP, "caller sent stop")
 
 
-async def _bot_to_caller(websocket: WebSocket, stream: RelayStream,
+async def _bot_to_caller(websocket: WebSocket, stream: RelayStream, check: FrameCheck,
                          on_first_audio: Callable[[float], None] | None, rtvi: bool) -> RelayEnd:
     binary = True  # how the bot's serializer frames messages (Pipecat's protobuf: binary)
     while True:
@@ -151,11 +172,9 @@ async def _bot_to_caller(websocket: WebSocket, stream: RelayStream,
             return RelayEnd(EndReason.BOT_ERROR if frame.failed else EndReason.BOT_ENDED, frame.reason,
                             by_bot=True, failed=frame.failed)
         binary = isinstance(frame, bytes)
-        if on_first_audio is not None:
-            audio = outbound_audio(frame)
-            if audio is not None and is_speech(audio):
-                on_first_audio(time.time())
-                on_first_audio = None
+        if on_first_audio is not None and check.outbound_speech(frame):
+            on_first_audio(time.time())
+            on_first_audio = None
         try:
             if isinstance(frame, bytes):
                 await websocket.send_bytes(frame)

@@ -18,31 +18,31 @@ import asyncio
 import logging
 import secrets
 import time
-from urllib.parse import quote
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import APIRouter, Request, WebSocket
+from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import Response
 from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
 from voxfleet.config import Settings
-from voxfleet.end_reasons import EndReason
+from voxfleet.control.calls import ConnectStream, Hold, admit_call, after_stream
+from voxfleet.end_reasons import EndReason, failure_text
 from voxfleet.control.state import AppState, State
-from voxfleet.control.streams import GenericFrameCheck, RelayEnd, receive_frame, reject, relay, without_token
+from voxfleet.control.streams import (
+    FrameCheck, GenericFrameCheck, RelayEnd, close_caller, receive_frame, reject, relay, rtvi_frame, without_token,
+)
 from voxfleet.exceptions import (
-    AtCapacity,
     InvalidRequest,
-    NotReady,
-    SessionNotFound,
     StreamProtocolError,
     StreamRejected,
     StreamTokenInvalid,
     TelephonySignatureInvalid,
-    Unplaceable,
     VoxfleetError,
 )
-from voxfleet.scheduler.sessions import ENDED, QUEUED
+from voxfleet.runtime.rtvi import fatal_error
+from voxfleet.runtime.streams import BOT_FAILED
 from voxfleet.transports.stream_tokens import StreamTokens
 from voxfleet.transports.twilio_media import TwilioStreamCheck
 
@@ -51,8 +51,6 @@ log = logging.getLogger(__name__)
 TWILIO_STREAM_PATH = "/v1/telephony/twilio/stream"
 WS_PATH = "/v1/ws"
 HANDSHAKE_TIMEOUT_S = 10.0
-ENDED_WAIT_S = 3.0  # how long Twilio's stream-ended request waits for the session's end
-MAX_CALLS_REMEMBERED = 10_000  # CallSid -> session, so a replayed webhook starts no second session
 
 
 def stream_tokens(settings: Settings) -> StreamTokens:
@@ -75,11 +73,6 @@ def twiml(response: VoiceResponse) -> Response:
 
 
 router = APIRouter(tags=["telephony"])
-
-
-def max_hold_attempts(settings: Settings) -> int:
-    """How many times a held caller is redirected back before being told goodbye."""
-    return max(1, int(settings.queue_wait_s // settings.telephony.hold_check_s))
 
 
 def verify_signature(settings: Settings, request: Request, params: dict[str, str]) -> None:
@@ -130,80 +123,25 @@ def goodbye(message: str) -> Response:
 @router.post("/v1/telephony/twilio/{agent}")
 async def twilio_voice(agent: str, request: Request, state: State) -> Response:
     """Twilio's voice webhook (form-encoded, signed): answer a call with a media stream to a bot."""
-    settings, service, tel = state.settings, state.service, state.settings.telephony
     params = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
-    verify_signature(settings, request, params)
+    verify_signature(state.settings, request, params)
     call_sid = params.get("CallSid")
     if not call_sid:
         raise InvalidRequest("CallSid", call_sid, "required: Twilio sends it with every call")
-    held = request.query_params.get("session")
-    if held:
-        return await check_held(state, request, agent, held)
     attempt = request.query_params.get("attempt", "0")
     if not attempt.isdigit():
         raise InvalidRequest("attempt", attempt, "must be a whole number")
-    attempt = int(attempt)
-    # a number's webhook URL may pick the region its calls run in: ...?region=eu
-    region = request.query_params.get("region") or None
-    keep = f"&region={quote(region)}" if region else ""
-    known = state.call_sessions.get(call_sid)
-    if known is not None:  # a replayed (or retried) webhook of a call that has its session
-        return await answer_again(state, request, agent, call_sid, known)
-    call = {k: params[k] for k in ("CallSid", "AccountSid", "From", "To", "Direction") if k in params}
-    # one calling number is one client (unbounded with --dev)
-    client = f"phone:{params.get('From') or 'unknown'}" if await state.auth.enabled() else None
-    try:
-        if client is not None:
-            service.check_rate(client)
-        record = await service.start_session(agent, {"call": call}, transport="twilio", region=region,
-                                             client=client)
-    except Unplaceable as exc:  # no node could ever take it: a misconfigured number, not busy
-        log.error("call %s for %s: %s", call_sid, agent, exc)
-        return goodbye(tel.goodbye_message)
-    except (AtCapacity, NotReady) as exc:
-        log.warning("call %s for %s: %s", call_sid, agent, exc)
-        if tel.when_busy == "hold" and attempt < max_hold_attempts(settings):
-            return hold(settings, request, agent, say=attempt == 0, query=f"attempt={attempt + 1}{keep}")
-        return goodbye(tel.goodbye_message if attempt else f"{tel.busy_message.split('.')[0]}. {tel.goodbye_message}")
-    state.call_sessions[call_sid] = record.session_id
-    while len(state.call_sessions) > MAX_CALLS_REMEMBERED:
-        state.call_sessions.popitem(last=False)
-    if record.state != QUEUED:
-        return connect_stream(state, request, record.session_id)
-    if tel.when_busy == "hangup":
-        await service.hang_up(record.session_id, EndReason.BUSY)
-        return goodbye(f"{tel.busy_message.split('.')[0]}. {tel.goodbye_message}")
-    return hold(settings, request, agent, say=True, query=f"session={record.session_id}{keep}")
-
-
-async def answer_again(state: AppState, request: Request, agent: str, call_sid: str, session_id: str) -> Response:
-    """The same CallSid again (a replayed or retried webhook): never a second session. A session
-    still waiting for its stream is offered it again (one stream per session: the first to
-    connect has it); a held one goes on holding; for one that is streaming or over, goodbye
-    (which reaches only whoever replayed the webhook, not the live call)."""
-    try:
-        record = state.service.get(session_id)
-    except SessionNotFound:
-        return goodbye(state.settings.telephony.goodbye_message)
-    log.warning("call %s: webhook again for session %s (%s): no second session", call_sid, session_id, record.state)
-    if record.state == QUEUED:
-        return hold(state.settings, request, agent, say=False, query=f"session={session_id}")
-    if record.state != ENDED and "stream_connected" not in record.timings_ms:
-        return connect_stream(state, request, session_id)
-    return goodbye(state.settings.telephony.goodbye_message)
-
-
-async def check_held(state: AppState, request: Request, agent: str, session_id: str) -> Response:
-    tel = state.settings.telephony
-    try:
-        record = state.service.get(session_id)
-    except SessionNotFound:
-        return goodbye(tel.goodbye_message)
-    if record.state == QUEUED:
-        return hold(state.settings, request, agent, say=False, query=request.url.query)
-    if record.state == ENDED:
-        return goodbye(tel.goodbye_message)
-    return connect_stream(state, request, session_id)
+    answer = await admit_call(
+        state, carrier="twilio", agent=agent, call_id=call_sid,
+        call={k: params[k] for k in ("CallSid", "AccountSid", "From", "To", "Direction") if k in params},
+        caller=params.get("From"), attempt=int(attempt), held=request.query_params.get("session"),
+        # a number's webhook URL may pick the region its calls run in: ...?region=eu
+        region=request.query_params.get("region") or None)
+    if isinstance(answer, ConnectStream):
+        return connect_stream(state, request, answer.session_id)
+    if isinstance(answer, Hold):
+        return hold(state.settings, request, agent, say=answer.say, query=answer.query)
+    return goodbye(answer.message)
 
 
 @router.post("/v1/telephony/twilio/{agent}/ended")
@@ -212,19 +150,8 @@ async def stream_ended(agent: str, request: Request, state: State) -> Response:
     ``lost_message`` before the call ends (never silence); any other end hangs up."""
     params = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
     verify_signature(state.settings, request, params)
-    session_id = request.query_params.get("session", "")
-    try:
-        record = state.service.get(session_id)
-    except SessionNotFound:
-        return hang_up_twiml()
-    deadline = time.monotonic() + ENDED_WAIT_S  # the stream closes a moment before the record ends
-    while record.state != ENDED and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    if record.end_reason is not None and EndReason(record.end_reason).failed:
-        log.warning("call %s (session %s): bot failed (%s); the caller is told", params.get("CallSid"),
-                    session_id, record.end_reason)
-        return goodbye(state.settings.telephony.lost_message)
-    return hang_up_twiml()
+    message = await after_stream(state, request.query_params.get("session", ""))
+    return goodbye(message) if message is not None else hang_up_twiml()
 
 
 def hang_up_twiml() -> Response:
@@ -247,8 +174,9 @@ async def twilio_stream(websocket: WebSocket, state: State) -> None:
     except StreamRejected as exc:
         await reject(websocket, exc)
         return
+    call_sid = check.started["callSid"]
     await run_stream(state, websocket, session_id, check, "twilio", [connected, without_token(start)],
-                     call_sid=check.started["callSid"])
+                     hang_up=lambda: hang_up_call(state.settings, call_sid))
 
 
 async def twilio_handshake(websocket: WebSocket, check: TwilioStreamCheck) -> tuple[str, str]:
@@ -286,9 +214,11 @@ async def generic_stream(websocket: WebSocket, state: State, path_token: str | N
     await run_stream(state, websocket, session_id, GenericFrameCheck(), "websocket", [])
 
 
-async def run_stream(state: AppState, websocket: WebSocket, session_id: str,
-                     check: TwilioStreamCheck | GenericFrameCheck, transport: str, first_frames: list[str],
-                     call_sid: str | None = None) -> None:
+async def run_stream(state: AppState, websocket: WebSocket, session_id: str, check: FrameCheck, transport: str,
+                     first_frames: list[str], hang_up: Callable[[], Awaitable[None]] | None = None) -> None:
+    """Relay an accepted media stream to the session's bot until either side ends it.
+    `hang_up`: ends the call at its carrier when the bot ended it (not when the bot failed:
+    the carrier then asks what to do next, and the caller hears lost_message)."""
     service = state.service
     request: dict[str, Any] = {
         "transport": transport, "path": websocket.url.path,
@@ -300,9 +230,13 @@ async def run_stream(state: AppState, websocket: WebSocket, session_id: str,
         record = service.get(session_id)
         stream = await service.open_stream(session_id, request)
     except VoxfleetError as exc:
-        await reject(websocket, exc if isinstance(exc, StreamRejected) else StreamRejected(str(exc)))
+        failed = state.service.table.get(session_id)
+        if failed is not None and failed.end_reason is not None and EndReason(failed.end_reason).failed:
+            await tell_failed(websocket, transport, failed.end_reason)  # its bot could not start: as mid-call
+        else:
+            await reject(websocket, exc if isinstance(exc, StreamRejected) else StreamRejected(str(exc)))
         return
-    if transport == "twilio":
+    if check.phone:
         record.stream_started_at = time.time()
         record.mark("stream_start", record.stream_started_at)
     for frame in first_frames:
@@ -313,13 +247,25 @@ async def run_stream(state: AppState, websocket: WebSocket, session_id: str,
         record.mark("first_audio", at)
 
     end: RelayEnd = await relay(websocket, stream, check, idle_timeout=state.settings.idle_timeout_s,
-                                on_first_audio=first_audio if transport == "twilio" else None,
-                                rtvi=transport == "websocket")
+                                on_first_audio=first_audio if check.phone else None, rtvi=not check.phone)
     log.info("session %s: media stream ended: %s (%s)", session_id, end.reason, end.detail)
     if end.reason in ("protocol_error", "idle_timeout"):
         await service.hang_up(session_id, end.reason)
-    elif end.by_bot and not end.failed and call_sid:  # a failed bot's caller is told first (stream_ended)
-        await hang_up_call(state.settings, call_sid)
+    elif end.by_bot and not end.failed and hang_up is not None:  # a failed bot's caller is told first
+        await hang_up()
+
+
+async def tell_failed(websocket: WebSocket, transport: str, reason: str) -> None:
+    """A session that failed before its stream could reach the bot (start_failed, ...): told as
+    a caller whose bot fails mid-call is: a Pipecat client gets the fatal RTVI error, and the
+    socket closes 1011 with the reason only (a phone caller then hears lost_message: stream_ended)."""
+    log.warning("media stream for a failed session (%s): the caller is told", reason)
+    if transport == "websocket":
+        try:
+            await websocket.send_bytes(rtvi_frame(fatal_error(failure_text(reason)), binary=True))  # type: ignore[arg-type]
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            pass
+    await close_caller(websocket, BOT_FAILED, failure_text(reason))
 
 
 async def hang_up_call(settings: Settings, call_sid: str) -> None:

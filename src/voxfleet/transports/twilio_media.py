@@ -38,11 +38,17 @@ class TwilioStreamCheck:
     or raises StreamProtocolError naming the field and the value: size, rate (when ``now`` is
     given), JSON shape, event order and every field of ``start`` voxfleet reads."""
 
+    phone = True
+
     def __init__(self) -> None:
         self.started: dict[str, Any] | None = None  # the start message's "start" object
         self.stopped = False
         self.frames = 0
         self.rate = frame_rate()
+
+    def outbound_speech(self, frame: str | bytes) -> bool:
+        audio = outbound_audio(frame)
+        return audio is not None and is_speech(audio)
 
     @property
     def stream_sid(self) -> str | None:
