@@ -240,6 +240,9 @@ async def bot(runner_args: RunnerArguments) -> None:
             "webrtc": lambda: TransportParams(audio_in_enabled=True, audio_out_enabled=True),
             # phone calls: create_transport picks Twilio's serializer from the stream's start event
             "twilio": lambda: FastAPIWebsocketParams(audio_in_enabled=True, audio_out_enabled=True),
+            "telnyx": lambda: FastAPIWebsocketParams(audio_in_enabled=True, audio_out_enabled=True),
+            "plivo": lambda: FastAPIWebsocketParams(audio_in_enabled=True, audio_out_enabled=True),
+            "exotel": lambda: FastAPIWebsocketParams(audio_in_enabled=True, audio_out_enabled=True),
             "websocket": lambda: FastAPIWebsocketParams(
                 audio_in_enabled=True, audio_out_enabled=True, serializer=ProtobufFrameSerializer()
             ),

@@ -50,6 +50,9 @@ async def bot(runner_args: RunnerArguments):
         {
             "webrtc": lambda: TransportParams(audio_in_enabled=True, audio_out_enabled=True),
             "twilio": lambda: FastAPIWebsocketParams(audio_in_enabled=True, audio_out_enabled=True),
+            "telnyx": lambda: FastAPIWebsocketParams(audio_in_enabled=True, audio_out_enabled=True),
+            "plivo": lambda: FastAPIWebsocketParams(audio_in_enabled=True, audio_out_enabled=True),
+            "exotel": lambda: FastAPIWebsocketParams(audio_in_enabled=True, audio_out_enabled=True),
         },
     )
     stt = WhisperSTTService(
