@@ -82,12 +82,15 @@ class Server:
 TWILIO_AUTH_TOKEN = "test-auth-token-0123456789"
 TWILIO_ACCOUNT_SID = "AC" + "1" * 32
 TWILIO_ENV = {"TWILIO_AUTH_TOKEN": TWILIO_AUTH_TOKEN, "TWILIO_ACCOUNT_SID": TWILIO_ACCOUNT_SID}
+PLIVO_ENV = {"PLIVO_AUTH_ID": "MA" + "1" * 18, "PLIVO_AUTH_TOKEN": "test-plivo-auth-token-0123"}  # test_plivo.py
+EXOTEL_ENV = {"EXOTEL_API_KEY": "test-exotel-key", "EXOTEL_API_TOKEN": "test-exotel-token-0123456789"}
+from voxfleet.bench.telnyx_caller import LOCAL_ACCOUNT as TELNYX_ACCOUNT  # noqa: E402 - Telnyx's keys, likewise
 
 
 @pytest.fixture(scope="session")
 def assistant_server():
     """The default offline assistant, as `voxfleet serve` runs it (answering phone calls too)."""
-    server = Server(env=TWILIO_ENV)
+    server = Server(env={**TWILIO_ENV, **TELNYX_ACCOUNT.env, **EXOTEL_ENV, **PLIVO_ENV})
     yield server
     server.stop()
     (ARTIFACTS / "assistant-server.log").write_text("\n".join(server.log_lines))

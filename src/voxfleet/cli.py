@@ -156,15 +156,25 @@ async def bench_start(args: argparse.Namespace) -> dict:
 
 
 async def bench_phone(args: argparse.Namespace) -> dict:
-    from voxfleet.bench.phone import run_phone_bench
+    from voxfleet.bench.phone import PROVIDERS, run_phone_bench
 
-    return await run_phone_bench(calls=args.calls, include_peer=not args.no_peer, speech_text=args.question)
+    if args.provider not in PROVIDERS:
+        raise ConfigError(f"--provider {args.provider!r}: must be one of {', '.join(sorted(PROVIDERS))}")
+    return await run_phone_bench(calls=args.calls, include_peer=not args.no_peer, speech_text=args.question,
+                                 provider=args.provider)
 
 
 async def bench_flood(args: argparse.Namespace) -> dict:
     from voxfleet.bench.flood import run_flood_bench
 
     return await run_flood_bench(calls=args.calls, concurrency=args.concurrency)
+
+
+async def bench_chaos(args: argparse.Namespace) -> dict:
+    from voxfleet.bench.chaos import run_chaos_bench
+
+    return await run_chaos_bench(args.faults, args.seed, concurrency=args.concurrency,
+                                 restart_every=args.restart_every)
 
 
 async def bench_ray(args: argparse.Namespace) -> dict:
@@ -303,6 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     phone.add_argument("-n", "--calls", type=int, default=10)
     phone.add_argument("--no-peer", action="store_true", help="skip the Pipecat dev-runner run")
     phone.add_argument("--question", default="What is the capital of France?")
+    phone.add_argument("--provider", default="twilio",
+                       help="the carrier whose protocol the calls speak (twilio, plivo, ...)")
     phone.add_argument("--json", action="store_true")
     phone.set_defaults(func=cmd_bench, run=bench_phone)
     flood = bench_sub.add_parser("flood", help="one client floods /start: what it gets, and another caller's "
@@ -311,6 +323,16 @@ def main(argv: list[str] | None = None) -> int:
     flood.add_argument("--concurrency", type=int, default=8, help="the flood's requests in flight")
     flood.add_argument("--json", action="store_true")
     flood.set_defaults(func=cmd_bench, run=bench_flood)
+    chaos = bench_sub.add_parser("chaos", help="random kill -9/SIGSTOP/SIGSEGV/raise of bots and templates and "
+                                               "control-plane restarts during calls: was every caller told, is "
+                                               "anything leaked or lost")
+    chaos.add_argument("-n", "--faults", type=int, default=60)
+    chaos.add_argument("--seed", type=int, default=1)
+    chaos.add_argument("--concurrency", type=int, default=3, help="faulted calls side by side")
+    chaos.add_argument("--restart-every", type=int, default=None, metavar="K",
+                       help="one fault in K is a control-plane restart (default: max(5, n/5))")
+    chaos.add_argument("--json", action="store_true")
+    chaos.set_defaults(func=cmd_bench, run=bench_chaos)
     on_ray = bench_sub.add_parser("ray", help="warm and cold starts on a local Ray cluster vs the local backend")
     on_ray.add_argument("-n", "--sessions", type=int, default=10)
     on_ray.add_argument("--json", action="store_true")

@@ -20,6 +20,7 @@ from pydantic import AliasChoices, BaseModel, Field, ValidationError, field_vali
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from voxfleet.exceptions import ConfigError
+from voxfleet.transports.telnyx_auth import public_key as telnyx_public_key
 
 BUILTIN_ASSISTANT = "voxfleet.bots.assistant"
 _AGENT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -174,6 +175,18 @@ class TelephonySettings(BaseModel):
     )
     twilio_api_base: str | None = Field(
         default=None, description="Base URL of Twilio's REST API (default: Twilio's own); for an emulator.",
+    )
+    plivo_api_base: str | None = Field(
+        default=None, description="Base URL of Plivo's REST API (default: https://api.plivo.com); for an emulator.",
+    )
+    telnyx_api_base: str | None = Field(
+        default=None, description="Base URL of Telnyx's REST API v2 (default: https://api.telnyx.com/v2); "
+        "for an emulator.",
+    )
+    telnyx_signature_tolerance_s: float = Field(
+        default=300.0, gt=0, le=3600,
+        description="How far a Telnyx webhook's telnyx-timestamp may be from now (older: refused as expired); "
+        "a signature is also refused the second time within this window (a replay).",
     )
 
 
@@ -391,6 +404,39 @@ class Settings(BaseSettings):
         description="Twilio account (env TWILIO_ACCOUNT_SID): with the auth token, voxfleet hangs up a call "
         "through Twilio's REST API when its bot ends it.",
     )
+    plivo_auth_id: str | None = Field(
+        default=None, validation_alias=AliasChoices("plivo_auth_id", "PLIVO_AUTH_ID"),
+        description="Plivo Auth ID (env PLIVO_AUTH_ID, as Pipecat's Plivo serializer reads it): hangs up a call "
+        "through Plivo's REST API when its bot ends it; Plivo webhooks are refused without it.",
+    )
+    plivo_auth_token: str | None = Field(
+        default=None, repr=False, validation_alias=AliasChoices("plivo_auth_token", "PLIVO_AUTH_TOKEN"),
+        description="Plivo Auth Token (env PLIVO_AUTH_TOKEN): checks X-Plivo-Signature-V3 on voice webhooks; "
+        "Plivo webhooks are refused without it.",
+    )
+    exotel_api_key: str | None = Field(
+        default=None, validation_alias=AliasChoices("exotel_api_key", "EXOTEL_API_KEY"),
+        description="Exotel API key (env EXOTEL_API_KEY): with the API token, the Basic-auth credentials the "
+        "Voicebot applet's URLs carry (https://KEY:TOKEN@host/...); unset: Exotel calls are refused.",
+    )
+    exotel_api_token: str | None = Field(
+        default=None, repr=False, validation_alias=AliasChoices("exotel_api_token", "EXOTEL_API_TOKEN"),
+        description="Exotel API token (env EXOTEL_API_TOKEN): checked as the password of that Basic auth.",
+    )
+    exotel_account_sid: str | None = Field(
+        default=None, validation_alias=AliasChoices("exotel_account_sid", "EXOTEL_ACCOUNT_SID"),
+        description="Exotel account (env EXOTEL_ACCOUNT_SID): when set, a stream's start.account_sid must be it.",
+    )
+    telnyx_public_key: str | None = Field(
+        default=None, validation_alias=AliasChoices("telnyx_public_key", "TELNYX_PUBLIC_KEY"),
+        description="Telnyx account's public key, base64 (env TELNYX_PUBLIC_KEY, as Telnyx's SDK reads it): "
+        "checks telnyx-signature-ed25519 on TeXML webhooks.",
+    )
+    telnyx_api_key: str | None = Field(
+        default=None, repr=False, validation_alias=AliasChoices("telnyx_api_key", "TELNYX_API_KEY"),
+        description="Telnyx API key (env TELNYX_API_KEY, as Pipecat's Telnyx serializer reads it): hangs up a call "
+        "through Telnyx's REST API when its bot ends it; Telnyx webhooks are refused without it.",
+    )
     telephony: TelephonySettings = Field(default_factory=TelephonySettings)
 
     @model_validator(mode="after")
@@ -417,6 +463,16 @@ class Settings(BaseSettings):
     @classmethod
     def _auto_is_required(cls, value: object) -> object:
         return "required" if value == "auto" else value
+
+    @field_validator("telnyx_public_key")
+    @classmethod
+    def _telnyx_public_key(cls, value: str | None) -> str | None:
+        if value:
+            try:
+                telnyx_public_key(value)
+            except ValueError as exc:
+                raise ValueError(f"TELNYX_PUBLIC_KEY {exc}") from None
+        return value
 
     @field_validator("public_url")
     @classmethod

@@ -67,7 +67,9 @@ MEANINGS: dict[EndReason, str] = {
     EndReason.BUSY: "a phone call found no free agent and when_busy is hangup",
     EndReason.SHUTDOWN: "voxfleet was shutting down (drain), or the session's task was cancelled",
     EndReason.CONTROL_LOST: "the bot lost its link to the control plane and no new one took the session",
-    EndReason.CONTROL_RESTART: "the control plane restarted and the session's bot did not rejoin within resume_window_s",
+    EndReason.CONTROL_RESTART: "the control plane restarted and the session could not go on: its bot did not rejoin "
+                               "within resume_window_s, or its media stream (a phone call's, a WebSocket client's) "
+                               "was relayed by the control plane that stopped",
     EndReason.NODE_LOST: "the node running the bot left the cluster (crashed, stopped or unreachable)",
     EndReason.RETIRED: "a warm bot, holding no session, was stopped to free room for another agent's session",
     EndReason.WARMUP_FAILED: "a warm bot, holding no session, exited because its warmup() raised",

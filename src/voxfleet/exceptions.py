@@ -30,6 +30,7 @@ only place that maps them to HTTP status codes.
     ├── TelephonySignatureInvalid    a telephony webhook not signed by the provider -> 403
     └── StreamRejected               a media WebSocket we close          -> WS close code + reason
         ├── StreamTokenInvalid       missing, forged, expired or reused stream token  (4003)
+        │   └── StreamCredentialsInvalid  a carrier's stream handshake without its credentials (4003)
         └── StreamProtocolError      a frame that breaks the provider's protocol      (1007/1008)
 """
 
@@ -269,6 +270,12 @@ class StreamRejected(VoxfleetError):
 
 class StreamTokenInvalid(StreamRejected):
     code = "STREAM_TOKEN_INVALID"
+
+
+class StreamCredentialsInvalid(StreamTokenInvalid):
+    """A carrier's media WebSocket whose handshake lacks the carrier's credentials (Exotel's Basic auth)."""
+
+    code = "STREAM_CREDENTIALS_INVALID"
 
 
 class StreamProtocolError(NamesField, StreamRejected):

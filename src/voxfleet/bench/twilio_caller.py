@@ -83,10 +83,20 @@ class CallResult:
     closed_at: float | None = None  # s since start when the stream closed
     stopped_by_caller: bool = False  # the caller sent stop (hung up)
     after: TwimlAnswer | None = None  # what <Connect action> answered once the stream ended
+    after_error: str | None = None  # the action URL could not be asked (Twilio then plays its application error)
     v2v_ms: list[float] = field(default_factory=list)  # end of each utterance -> the bot's first audio after it
 
     def pcm16(self) -> np.ndarray:
         return ulaw_to_pcm16(bytes(self.audio))
+
+    def hear(self, audio: bytes, at: float) -> None:
+        """A frame of the bot's mu-law audio arrived, `at` s after the stream's start."""
+        self.frames_in += 1
+        self.audio.extend(audio)
+        if is_speech(audio):
+            if self.ttfw_ms is None:
+                self.ttfw_ms = round(at * 1000, 1)
+            self.speech_at.append(at)
 
 
 class TwilioCaller:
@@ -172,7 +182,10 @@ class TwilioCaller:
             result.close_code, result.close_reason = ws.close_code, ws.close_reason or ""
             result.closed_at = result.closed_at or time.monotonic() - started
         if not result.stopped_by_caller:
-            result.after = await self.stream_ended(answer, call_sid)
+            try:
+                result.after = await self.stream_ended(answer, call_sid)
+            except (httpx.HTTPError, WebhookRefused) as exc:  # e.g. the server is down: the call ends in an error
+                result.after_error = f"{type(exc).__name__}: {exc}"
         return result
 
     async def _listen(self, ws: Any, result: CallResult, started: float, stream_sid: str) -> None:
@@ -186,14 +199,7 @@ class TwilioCaller:
             message = json.loads(raw)
             event = message.get("event")
             if event == "media":
-                audio = base64.b64decode(message["media"]["payload"])
-                result.frames_in += 1
-                result.audio.extend(audio)
-                if is_speech(audio):
-                    at = time.monotonic() - started
-                    if result.ttfw_ms is None:
-                        result.ttfw_ms = round(at * 1000, 1)
-                    result.speech_at.append(at)
+                result.hear(base64.b64decode(message["media"]["payload"]), time.monotonic() - started)
             elif event == "mark":  # Twilio echoes a mark once the audio before it has played
                 result.marks += 1
                 await ws.send(json.dumps({"event": "mark", "streamSid": stream_sid, "mark": message.get("mark", {})}))

@@ -35,6 +35,7 @@ class WsCallResult:
     close_reason: str = ""
     rtvi: list[dict[str, Any]] = field(default_factory=list)  # RTVI messages from the bot
     closed_at: float | None = None  # s since the socket opened when the server closed it
+    hung_up: bool = False  # the client said all it had to say and closed the socket itself
 
     def pcm16(self) -> np.ndarray:
         return np.concatenate(self.audio) if self.audio else np.zeros(0, np.int16)
@@ -49,9 +50,16 @@ async def start_websocket_session(base_url: str, agent: str | None = None, body:
 
 
 async def call(base_url: str, speech: list[np.ndarray], *, agent: str | None = None, listen_s: float = 20.0,
-               after_greeting: bool = True, body: dict[str, Any] | None = None) -> WsCallResult:
+               after_greeting: bool = True, body: dict[str, Any] | None = None,
+               headers: dict[str, str] | None = None) -> WsCallResult:
     """Start a WebSocket session and hold a conversation: greeting, then each 16 kHz utterance."""
-    started_session = await start_websocket_session(base_url, agent, body)
+    started_session = await start_websocket_session(base_url, agent, body, headers)
+    return await talk(started_session, speech, listen_s=listen_s, after_greeting=after_greeting)
+
+
+async def talk(started_session: dict[str, Any], speech: list[np.ndarray], *, listen_s: float = 20.0,
+               after_greeting: bool = True) -> WsCallResult:
+    """Connect to a session `start_websocket_session` started and hold the conversation."""
     result = WsCallResult(session_id=started_session["sessionId"])
     serializer = ProtobufFrameSerializer()
     url = f"{started_session['wsUrl']}?token={started_session['token']}"
@@ -87,6 +95,7 @@ async def call(base_url: str, speech: list[np.ndarray], *, agent: str | None = N
             silence = np.zeros(FRAME, np.int16).tobytes()
             result.v2v_ms = await converse(Pacer(send), [s.astype(np.int16).tobytes() for s in speech], silence,
                                            result.speech_at, started, listen_s=listen_s, after_greeting=after_greeting)
+            result.hung_up = True
         except websockets.ConnectionClosed:
             pass
         finally:

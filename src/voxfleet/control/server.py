@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import Callable
+from typing import Any
 
 import uvicorn
 
@@ -17,6 +19,7 @@ from voxfleet.config import BUILTIN_ASSISTANT, AgentSpec, Settings, llm_threads
 from voxfleet.control.app import create_app
 from voxfleet.control.auth import Auth, ensure_admin_key
 from voxfleet.control.recorder import SessionRecorder
+from voxfleet.end_reasons import EndReason
 from voxfleet.scheduler.sessions import SessionRecord
 from voxfleet.webhooks.dispatcher import WebhookDispatcher
 from voxfleet.webhooks.events import event_for
@@ -67,10 +70,13 @@ async def serve(settings: Settings, announce: Callable[[str], None] = print) -> 
                "OPENAI_MODEL": settings.llm.model}
 
     ice = session_ice_servers(settings)
-    # Pipecat's Twilio serializer (built by the bot's create_transport) reads these; a local bot
+    # Pipecat's carrier serializers (built by the bot's create_transport) read these; a local bot
     # inherits them, a Ray actor on another node gets them with its spec
     env.update({name: value for name, value in (("TWILIO_ACCOUNT_SID", settings.twilio_account_sid),
-                                                 ("TWILIO_AUTH_TOKEN", settings.twilio_auth_token)) if value})
+                                                 ("TWILIO_AUTH_TOKEN", settings.twilio_auth_token),
+                                                 ("PLIVO_AUTH_ID", settings.plivo_auth_id),
+                                                 ("PLIVO_AUTH_TOKEN", settings.plivo_auth_token),
+                                                 ("TELNYX_API_KEY", settings.telnyx_api_key)) if value})
     specs = bot_specs(settings)
     backend = (ray_backend(settings, specs, ice, env) if settings.backend == "ray"
                else local_backend(settings, specs, ice, env))
@@ -114,7 +120,8 @@ async def serve(settings: Settings, announce: Callable[[str], None] = print) -> 
         warmups = [backend.start(), check_turn_servers(ice)] + ([llm.start()] if llm else [])
         await asyncio.gather(*warmups)
         resume_window = asyncio.create_task(
-            close_resume_window(service, store, resumable, resumed, all_back, settings.resume_window_s),
+            close_resume_window(service, store, resumable, resumed, all_back, settings.resume_window_s,
+                                webhook_sender(settings, dispatcher)),
             name="resume-window")
         install_drain(server, service, settings.drain_timeout_s)
         if not await auth.enabled():
@@ -154,9 +161,10 @@ def adopt(service: SessionService, resumable: dict[str, dict], resumed: set[str]
 
 
 async def close_resume_window(service: SessionService, store: Store, resumable: dict[str, dict],
-                              resumed: set[str], all_back: asyncio.Event, window_s: float) -> None:
-    """Give bots in calls `window_s` to rejoin; then record the others as ended and start
-    filling warm pools (after the resumed sessions' reservations)."""
+                              resumed: set[str], all_back: asyncio.Event, window_s: float,
+                              send_webhook: Callable[[dict[str, Any], bool], str | None]) -> None:
+    """Give bots in calls `window_s` to rejoin; then record the others as ended (their
+    ``session.failed`` sent) and start filling warm pools (after the resumed sessions' reservations)."""
     if resumable:
         log.info("%d session(s) were live before the restart; waiting up to %.0fs for their bots",
                  len(resumable), window_s)
@@ -164,33 +172,55 @@ async def close_resume_window(service: SessionService, store: Store, resumable: 
             await asyncio.wait_for(all_back.wait(), window_s)
         except asyncio.TimeoutError:
             pass
-        lost = await store.end_unfinished("control_restart", "the bot did not rejoin after a restart of the "
-                                          "control plane", keep=resumed)
+        detail = "the bot did not rejoin after a restart of the control plane"
+        # this run's own sessions (started while the window was open) are not the previous run's to end
+        keep = resumed | set(service.table.live) | set(service.table.ended)
+        lost = await store.end_unfinished(EndReason.CONTROL_RESTART, detail, keep=keep)
         if lost:
             log.warning("%d session(s) did not survive the restart (control_restart)", len(lost))
+        ended_at = time.time()
+        for session_id in lost:
+            stored = resumable.get(session_id)
+            if stored is not None:
+                send_webhook({**stored, "state": "ended", "endReason": EndReason.CONTROL_RESTART,
+                              "endDetail": detail, "endedAt": ended_at}, True)
     service.start()
 
 
 def lifecycle_hook(settings: Settings, recorder: SessionRecorder, dispatcher: WebhookDispatcher):
     """Every session change is stored; those that are lifecycle events also go to the agent's webhook."""
-    urls = {a.name: a.webhook_url for a in settings.agents if a.webhook_url}
+    send = webhook_sender(settings, dispatcher)
     started_sent: set[str] = set()
 
     def on_change(record: SessionRecord) -> None:
         recorder.record(record)
-        url = urls.get(record.agent)
-        if url is None:
-            return
-        event = event_for(record.to_public(), record.session_id in started_sent)
-        if event is not None:
-            kind, payload = event
-            if kind == "session.started":
-                started_sent.add(record.session_id)
-            else:
-                started_sent.discard(record.session_id)
-            dispatcher.enqueue(kind, url, payload)
+        timings = record.timings_ms
+        # answered before a restart: the previous control plane sent its session.started
+        started = record.session_id in started_sent or timings.get("answered", 1e18) <= timings.get("resumed", -1.0)
+        kind = send(record.to_public(), started)
+        if kind == "session.started":
+            started_sent.add(record.session_id)
+        elif kind is not None:
+            started_sent.discard(record.session_id)
 
     return on_change
+
+
+def webhook_sender(settings: Settings, dispatcher: WebhookDispatcher) -> Callable[[dict[str, Any], bool], str | None]:
+    """Queue the lifecycle webhook (if its agent has one) that a public session record calls for;
+    returns the event's type."""
+    urls = {a.name: a.webhook_url for a in settings.agents if a.webhook_url}
+
+    def send(session: dict[str, Any], started_sent: bool) -> str | None:
+        url = urls.get(session["agent"])
+        event = None if url is None else event_for(session, started_sent)
+        if url is None or event is None:
+            return None
+        kind, payload = event
+        dispatcher.enqueue(kind, url, payload)
+        return kind
+
+    return send
 
 
 def bot_specs(settings: Settings) -> dict[str, BotSpec]:

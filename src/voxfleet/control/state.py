@@ -18,8 +18,10 @@ from voxfleet.config import Settings
 from voxfleet.control.auth import Auth
 from voxfleet.scheduler.service import SessionService
 from voxfleet.storage.store import Store
+from voxfleet.transports.plivo_auth import NonceLedger
 from voxfleet.transports.signaling import CandidateFilter
 from voxfleet.transports.stream_tokens import StreamTokens
+from voxfleet.transports.telnyx_auth import SeenSignatures
 from voxfleet.transports.turn import SessionIceServers
 
 
@@ -42,6 +44,8 @@ class AppState:
     llm: Readiness | None = None  # the local LLM server, when voxfleet runs one
     candidates: CandidateFilter = field(default_factory=lambda: CandidateFilter([]))  # callers' ICE candidates
     call_sessions: OrderedDict[str, str] = field(default_factory=OrderedDict)  # Twilio CallSid -> session id
+    plivo_nonces: NonceLedger = field(default_factory=NonceLedger)  # Plivo webhooks' nonces, against replays
+    telnyx_seen: SeenSignatures = field(default_factory=SeenSignatures)  # Telnyx webhooks' replay window
 
     @property
     def default_agent(self) -> str:

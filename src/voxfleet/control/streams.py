@@ -124,7 +124,12 @@ async def relay(
     for task in pending:
         task.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
-    end: RelayEnd = to_caller.result() if to_caller in done else to_bot.result()
+    if to_bot in done and not to_bot.result().by_bot:
+        # the caller ended it (stop, close, a bad frame, idle), even if the bot's side, closed by
+        # that, also finished before this woke up: not the bot ending the call (no REST hang-up)
+        end: RelayEnd = to_bot.result()
+    else:
+        end = to_caller.result() if to_caller in done else to_bot.result()
     if end.by_bot:
         await close_caller(websocket, BOT_FAILED if end.failed else 1000, end.detail)
     return end

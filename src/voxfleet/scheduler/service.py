@@ -300,6 +300,15 @@ class SessionService:
         self._watch_bot(bot)
         self._bot_owns(call, bot)
         self.on_change(record)
+        if record.transport != "webrtc" and "stream_connected" in record.timings_ms:
+            # Its caller's media WebSocket was held (and relayed) by the control plane that
+            # stopped: nothing can reach this call any more. Without this it held its bot and
+            # reservation until max_session_s.
+            log.warning("session %s: its %s media stream went with the previous control plane; ending it",
+                        record.session_id, record.transport)
+            record.end(EndReason.CONTROL_RESTART, f"its {record.transport} media stream was relayed by the "
+                                                  "control plane that restarted")
+            self.tasks.spawn(bot.stop(EndReason.CONTROL_RESTART), f"stream-lost:{record.session_id}")
 
     # -- carrying out the core's commands -------------------------------------------------------
     def _apply(self, commands: list[Command]) -> None:
