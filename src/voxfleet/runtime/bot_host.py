@@ -51,6 +51,7 @@ from voxfleet.runtime.messages import (
 log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 2.0  # well inside liveness.unresponsive_s
+LINGER_S = 2.0  # after Ended, how long to wait for the control plane to close the link
 REPLAYED = (Event, Turn, Transcript, Ttfb, ModelLoad)  # offered again to a new control plane
 
 
@@ -64,6 +65,7 @@ class BotHost:
         self.spec = spec
         self.bot_id = bot_id
         self.writer: asyncio.StreamWriter | None = None
+        self.reader: asyncio.StreamReader | None = None  # the current control link's
         self.observations: list[Message] = []
         self.session = BotSession(spec=spec, bot_id=bot_id, start=start, bot=bot, warmup=warmup,
                                   emit=self.send, preload=preload)
@@ -78,6 +80,7 @@ class BotHost:
         """Connect to the control plane, serve the session, report how it ended."""
         session = self.session
         reader, self.writer = await asyncio.open_unix_connection(self.control_socket, limit=wire.MAX_LINE)
+        self.reader = reader
         self.send(BotHello(bot_id=self.bot_id, pid=os.getpid(), at=time.time()))
         control = asyncio.create_task(self.read_control(reader), name="control")
         beating = asyncio.create_task(self.heartbeat(), name="heartbeat")
@@ -88,11 +91,17 @@ class BotHost:
         finally:
             control.cancel()
             beating.cancel()
+            await asyncio.gather(control, beating, return_exceptions=True)
         self.send(Ended(reason=reason, detail=detail))
         try:
             await self.writer.drain()
+            # Linger until the control plane, having read Ended, closes the link: had this
+            # process gone at once, a caller frame relayed meanwhile would fail with EPIPE, and
+            # that error discards the unread Ended on the control plane's side ("crashed").
+            if self.reader is not None:
+                await asyncio.wait_for(self.reader.read(), LINGER_S)
             self.writer.close()
-        except (ConnectionError, RuntimeError):
+        except (ConnectionError, RuntimeError, asyncio.TimeoutError, wire.WireError):
             pass
         return code
 
@@ -125,6 +134,7 @@ class BotHost:
             await asyncio.sleep(0.5)
             try:
                 reader, self.writer = await asyncio.open_unix_connection(self.control_socket, limit=wire.MAX_LINE)
+                self.reader = reader
             except OSError:
                 continue
             self.writer.write(encode(BotResume(bot_id=self.bot_id, session_id=session.session_id,

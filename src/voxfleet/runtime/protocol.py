@@ -108,6 +108,10 @@ class Backend(Protocol):
     def ready(self) -> bool:
         """True when every agent can be served right now."""
 
+    def agent_ready(self, agent: str) -> bool:
+        """True when `agent`'s bots can be started right now (one agent's template restarting
+        does not hold up the others)."""
+
     def status(self) -> dict[str, Any]:
         """Per-agent readiness and figures for health and operator views."""
 

@@ -490,6 +490,17 @@ class Admission:
             self.queue.remove(session.session_id)
             commands.append(Dequeue(session.session_id))
             commands.extend(admitted)
+        # The head waits for capacity (or its agent's max_bots); one behind it whose own agent
+        # has an idle warm bot takes that bot: the head could not use it, and nobody waits
+        # while a warm bot of its agent idles.
+        for session_id in list(self.queue.waiting()) if self.accepting else []:
+            session = self.sessions[session_id]
+            if any(self.pools[session.agent].warm_in(r) for r in session.preference):
+                admitted = []
+                if self._admit(session, admitted):
+                    self.queue.remove(session_id)
+                    commands.append(Dequeue(session_id))
+                commands.extend(admitted)
         if not self.accepting or len(self.queue):
             return commands
         limit = self.refill_concurrency

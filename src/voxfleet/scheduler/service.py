@@ -181,8 +181,10 @@ class SessionService:
         """Admit a session. ``client``: who asks, bounded per client (None: trusted, a private key)."""
         if agent not in self.pools:
             raise AgentNotFound(agent, self.agents)
-        if not self.ready():
+        if not self.accepting:
             raise NotReady("voxfleet is not ready to serve sessions (starting or draining)")
+        if not (self.backend.agent_ready(agent) or self.pools[agent].warm):  # a warm bot needs no template
+            raise NotReady(f"agent {agent} is not ready to serve sessions (its bots cannot be started now)")
         if client is not None and not self.bounds.may_start(client):
             raise ClientLimited(f"client {client} has {self.bounds.pending(client)} session(s) not yet connected, "
                                 f"the most it may ({self.bounds.settings.max_pending}); connect or end them first",

@@ -356,3 +356,13 @@ def test_random_event_sequences_keep_the_ledger_and_answer_every_session_once(se
     assert world.released == Counter({key: 1 for key in world.reserved}), "every reservation released once"
     assert set(world.answers) == {f"s{i}" for i in range(1, world.sessions + 1)}
     assert all(n == 1 for n in world.answers.values())
+
+
+def test_a_session_behind_another_agents_blocked_head_takes_its_own_agents_warm_bot():
+    # found by the random sequences above: the head (agent b, at its limit) waited for capacity
+    # and the session behind it (agent a) waited too, beside an idle warm bot of agent a
+    world = World()
+    for step in [("start", 3, "b", "us"), ("start", 2, "b", "eu"), ("start", 1, "b", "eu"), ("start", 4, "b", "eu"),
+                 ("start", 3, "a", "eu"), ("start", 5, "a", "eu"), ("launch_ok", 1, "b", None)]:
+        world.step(*step)  # checks the invariants after each step
+    assert [world.core.sessions[s].agent for s in world.core.queue.waiting()] == ["b"]

@@ -112,6 +112,8 @@ class LocalBot(RemoteBot):
                 future.set_result(message)
         elif isinstance(message, Ended):
             self._reported = message
+            if self._writer is not None:  # nothing more goes to it; the bot waits for this close to exit
+                self._writer.close()
         else:
             self.observe(message)
             if isinstance(message, WarmReady) and not self.warm_ready.done():
@@ -322,6 +324,10 @@ class LocalBackend:
 
     def ready(self) -> bool:
         return all(link.ready.is_set() for link in self.templates.values())
+
+    def agent_ready(self, agent: str) -> bool:
+        link = self.templates.get(agent)
+        return link is not None and link.ready.is_set()
 
     def nodes(self) -> None:
         return None  # this machine, with the capacity the settings give

@@ -200,6 +200,9 @@ class RayBackend:
     def ready(self) -> bool:
         return self._connected and bool(self._nodes)
 
+    def agent_ready(self, agent: str) -> bool:
+        return self.ready()
+
     def nodes(self) -> list[NodeInfo]:
         return list(self._nodes.values())
 
