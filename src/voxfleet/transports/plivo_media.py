@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 
 from voxfleet.exceptions import StreamProtocolError
-from voxfleet.transports.twilio_media import MAX_FRAME_CHARS, MAX_FRAMES_PER_S, SAMPLE_RATE, frame_rate, is_speech
+from voxfleet.transports.twilio_media import MAX_FRAME_CHARS, SAMPLE_RATE, frame_rate, is_speech
+from voxfleet.transports.json_stream import parse_event
 
 INBOUND_EVENTS = ("start", "media", "dtmf", "playedStream", "clearedAudio")
 CONTENT_TYPE = "audio/x-mulaw;rate=8000"  # what the <Stream> asks for: Pipecat's Plivo serializer speaks it
@@ -82,21 +83,8 @@ class PlivoStreamCheck:
 
     def check(self, frame: str | bytes, now: float | None = None) -> dict[str, Any]:
         self.frames += 1
-        if isinstance(frame, bytes):
-            raise StreamProtocolError("frame", frame[:20], "binary frames are not part of Plivo's protocol")
-        if len(frame) > MAX_FRAME_CHARS:
-            raise StreamProtocolError("frame", f"<{len(frame)} characters>", f"over {MAX_FRAME_CHARS}")
-        if now is not None and self.rate.take(now) is not None:
-            raise StreamProtocolError("frame", f"#{self.frames}", f"over {MAX_FRAMES_PER_S:.0f} frames/s")
-        try:
-            message = json.loads(frame)
-        except (ValueError, RecursionError):
-            raise StreamProtocolError("frame", frame, "not JSON (or nested too deeply)") from None
-        if not isinstance(message, dict):
-            raise StreamProtocolError("frame", frame, "not a JSON object")
-        event = message.get("event")
-        if event not in INBOUND_EVENTS:
-            raise StreamProtocolError("event", event, f"must be one of {', '.join(INBOUND_EVENTS)}")
+        message, event = parse_event(frame, now, carrier="Plivo", frame_no=self.frames, rate=self.rate,
+                                     max_chars=MAX_FRAME_CHARS, events=INBOUND_EVENTS)
         _check_count("sequenceNumber", message.get("sequenceNumber"))
         extra = message.get("extra_headers")
         if extra is not None and (not isinstance(extra, str) or len(extra) > MAX_EXTRA_HEADERS):
