@@ -19,6 +19,15 @@ SCHEMA = {
     "/healthz": {"get"},
     "/livez": {"get"},
     "/v1/telephony/twilio/{agent}": {"post"},
+    "/v1/telephony/twilio/{agent}/ended": {"post"},
+    "/v1/telephony/telnyx/{agent}": {"post"},
+    "/v1/telephony/telnyx/{agent}/ended": {"post"},
+    "/v1/telephony/plivo/{agent}": {"post"},
+    "/v1/telephony/plivo/{agent}/ended": {"post"},
+    "/v1/telephony/exotel/{agent}": {"get", "post"},
+    "/v1/telephony/exotel/{agent}/ended": {"get", "post"},
+    "/v1/telephony/exotel/{agent}/hold": {"get", "post"},
+    "/v1/telephony/exotel/{agent}/say": {"get", "head"},
 }
 
 

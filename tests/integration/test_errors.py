@@ -37,6 +37,7 @@ CASES = [
     # media WebSocket errors get close codes; raised in an HTTP route they are a server error
     (exc.StreamRejected("refused"), 500, None),
     (exc.StreamTokenInvalid("stream token missing"), 500, None),
+    (exc.StreamCredentialsInvalid("Authorization header missing"), 500, None),
     (exc.StreamProtocolError("event", "dance", "unknown event"), 500, None),
 ]
 
