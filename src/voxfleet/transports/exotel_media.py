@@ -28,6 +28,7 @@ import numpy as np
 from voxfleet.exceptions import StreamProtocolError
 from voxfleet.ratelimit import TokenBucket
 from voxfleet.transports.json_stream import parse_event
+from voxfleet.transports.twilio_media import outbound_audio  # the same media message shape
 
 INBOUND_EVENTS = ("connected", "start", "media", "dtmf", "mark", "stop")
 SAMPLE_RATE = 8000  # what Pipecat's ExotelFrameSerializer assumes (its exotel_sample_rate default)
@@ -200,19 +201,6 @@ def without_token(start_frame: str) -> str:
     message = json.loads(start_frame)
     message.get("start", {}).get("custom_parameters", {}).pop(TOKEN_PARAMETER, None)
     return json.dumps(message)
-
-
-def outbound_audio(frame: str | bytes) -> bytes | None:
-    """The PCM audio of an outbound ``media`` message (None for anything else)."""
-    if not isinstance(frame, str) or '"media"' not in frame:
-        return None
-    try:
-        message = json.loads(frame)
-        if message.get("event") != "media":
-            return None
-        return base64.b64decode(message["media"]["payload"])
-    except (ValueError, KeyError, TypeError, binascii.Error):
-        return None
 
 
 def pcm16(audio: bytes) -> np.ndarray:
