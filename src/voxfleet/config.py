@@ -166,6 +166,8 @@ class TelephonySettings(BaseModel):
                     "limit, cannot start) before the call is ended.",
     )
     hold_check_s: int = Field(default=2, ge=1, le=30, description="Seconds between checks while a call holds.")
+    ring_timeout_s: int = Field(default=30, ge=5, le=600,
+                                description="How long an outbound call rings before it counts as not answered.")
     stream_token_ttl_s: float = Field(
         default=30.0, gt=0, le=600, description="Lifetime of a media stream's single-use token."
     )

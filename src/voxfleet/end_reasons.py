@@ -38,6 +38,11 @@ class EndReason(StrEnum):
     NODE_LOST = "node_lost"
     RETIRED = "retired"
     WARMUP_FAILED = "warmup_failed"
+    NO_ANSWER = "no_answer"
+    CALLEE_BUSY = "callee_busy"
+    DIAL_FAILED = "dial_failed"
+    CANCELED = "canceled"
+    TRANSFERRED = "transferred"
 
     @property
     def meaning(self) -> str:
@@ -55,7 +60,8 @@ MEANINGS: dict[EndReason, str] = {
     EndReason.BOT_ENDED: "the bot finished the session itself (its bot() returned, or it closed the media stream)",
     EndReason.BOT_ERROR: "the bot raised an exception",
     EndReason.CRASHED: "the bot's process (or Ray actor) died: a signal, or an exit without reporting",
-    EndReason.TIMEOUT: "no WebRTC offer arrived within offer_timeout_s",
+    EndReason.TIMEOUT: "the caller did not connect in time: no WebRTC offer (or media stream) within "
+                       "offer_timeout_s, or an outbound call's stream within its ring timeout",
     EndReason.MAX_DURATION: "the session reached max_session_s",
     EndReason.MEMORY_LIMIT: "the bot used more memory (PSS) than its profile reserves",
     EndReason.IDLE_TIMEOUT: "no packet from the caller for idle_timeout_s",
@@ -73,6 +79,12 @@ MEANINGS: dict[EndReason, str] = {
     EndReason.NODE_LOST: "the node running the bot left the cluster (crashed, stopped or unreachable)",
     EndReason.RETIRED: "a warm bot, holding no session, was stopped to free room for another agent's session",
     EndReason.WARMUP_FAILED: "a warm bot, holding no session, exited because its warmup() raised",
+    EndReason.NO_ANSWER: "an outbound call was not answered within its ring timeout",
+    EndReason.CALLEE_BUSY: "an outbound call's callee was busy",
+    EndReason.DIAL_FAILED: "the carrier could not place an outbound call (its API refused it, or the call failed)",
+    EndReason.CANCELED: "an outbound call was canceled before it was answered (DELETE /v1/calls/{id}, or at the "
+                        "carrier)",
+    EndReason.TRANSFERRED: "the call was handed to another number (POST /v1/sessions/{id}/transfer); the bot stopped",
 }
 
 # Ends that are the platform's or the bot's fault rather than the caller's or a limit's.

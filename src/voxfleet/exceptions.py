@@ -14,7 +14,8 @@ only place that maps them to HTTP status codes.
     ├── NotFound
     │   ├── AgentNotFound                                                        -> 404
     │   ├── SessionNotFound                                                      -> 404
-    │   └── PeerNotFound             a pc_id that is not the session's peer connection -> 404
+    │   ├── PeerNotFound             a pc_id that is not the session's peer connection -> 404
+    │   └── CallNotFound             no phone call with that id                  -> 404
     ├── SessionConflict              operation not valid in the session's state  -> 409
     ├── NotReady                     nothing can serve a session yet (or draining) -> 503
     ├── AtCapacity                   no capacity and the queue is full / wait over -> 429
@@ -28,6 +29,8 @@ only place that maps them to HTTP status codes.
     ├── MediaPortsExhausted          every UDP port of `media_ports` is in use   -> 503
     ├── TurnCheckFailed              a TURN server refused us (start-up check)
     ├── TelephonySignatureInvalid    a telephony webhook not signed by the provider -> 403
+    ├── CarrierNotConfigured         a carrier's REST API is needed but has no credentials -> 409
+    ├── CarrierError                 a carrier's REST API failed us (unreachable, 5xx) -> 502
     └── StreamRejected               a media WebSocket we close          -> WS close code + reason
         ├── StreamTokenInvalid       missing, forged, expired or reused stream token  (4003)
         │   └── StreamCredentialsInvalid  a carrier's stream handshake without its credentials (4003)
@@ -157,6 +160,14 @@ class PeerNotFound(NotFound):
         return f"pc_id: session {self.session_id} has no peer connection {self.pc_id[:80]!r}"
 
 
+class CallNotFound(NotFound):
+    code = "CALL_NOT_FOUND"
+
+    def __init__(self, call_id: str) -> None:
+        self.call_id = call_id
+        super().__init__(f"no phone call {call_id!r} (a call's id is its session id)")
+
+
 class SessionConflict(VoxfleetError):
     code = "SESSION_CONFLICT"
 
@@ -254,6 +265,19 @@ class TurnCheckFailed(VoxfleetError):
 
     def __str__(self) -> str:
         return f"ice_servers: TURN server {self.url}: {self.reason}"
+
+
+class CarrierNotConfigured(VoxfleetError):
+    """An action needs a carrier's REST API (dial out, transfer) but its credentials are not set."""
+
+    code = "CARRIER_NOT_CONFIGURED"
+
+
+class CarrierError(VoxfleetError):
+    """A carrier's REST API could not do what was asked (unreachable, or it answered an error that
+    is not about a field of the request)."""
+
+    code = "CARRIER_ERROR"
 
 
 class TelephonySignatureInvalid(Forbidden):

@@ -20,7 +20,7 @@ SRC = ROOT / "src" / "voxfleet"
 
 # Calls that take an end reason, and the position of the reason among their arguments.
 REASON_ARGUMENT = {"end": 0, "stop": 0, "BotExit": 0, "RelayEnd": 0, "end_unfinished": 0,
-                   "hang_up": 1, "leave_queue": 1, "Stop": 1, "Expire": 1}
+                   "hang_up": 1, "leave_queue": 1, "Stop": 1, "Expire": 1, "CallEnded": 0}
 
 
 def _strings(node: ast.expr) -> list[str]:

@@ -87,15 +87,22 @@ async def admit_call(state: AppState, *, carrier: str, agent: str, call_id: str,
         if tel.when_busy == "hold" and attempt < max_hold_attempts(state):
             return Hold(say=attempt == 0, query=f"attempt={attempt + 1}{keep}")
         return Goodbye(tel.goodbye_message if attempt else busy_goodbye)
-    state.call_sessions[f"{carrier}:{call_id}"] = record.session_id
-    while len(state.call_sessions) > MAX_CALLS_REMEMBERED:
-        state.call_sessions.popitem(last=False)
+    record.call = {"carrier": carrier, "direction": "inbound", "carrierCallId": call_id, "from": caller,
+                   "to": call.get("To")}
+    remember_call(state, carrier, call_id, record.session_id)
     if record.state != QUEUED:
         return ConnectStream(record.session_id)
     if tel.when_busy == "hangup":
         await service.hang_up(record.session_id, EndReason.BUSY)
         return Goodbye(busy_goodbye)
     return Hold(say=True, query=f"session={record.session_id}{keep}")
+
+
+def remember_call(state: AppState, carrier: str, call_id: str, session_id: str) -> None:
+    """Carrier call id -> session (the most recent MAX_CALLS_REMEMBERED)."""
+    state.call_sessions[f"{carrier}:{call_id}"] = session_id
+    while len(state.call_sessions) > MAX_CALLS_REMEMBERED:
+        state.call_sessions.popitem(last=False)
 
 
 def _answer_again(state: AppState, call_id: str, session_id: str) -> CallAnswer:

@@ -11,6 +11,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from voxfleet.exceptions import (
     AtCapacity,
+    CarrierError,
+    CarrierNotConfigured,
     Forbidden,
     Unauthorized,
     BotError,
@@ -38,11 +40,13 @@ STATUS = (
     (RequestTooLarge, 413),
     (NotFound, 404),
     (SessionConflict, 409),
+    (CarrierNotConfigured, 409),
     (NotReady, 503),
     (AtCapacity, 429),
     (Unplaceable, 422),
     (SignalingTimeout, 504),
     (BotError, 502),
+    (CarrierError, 502),
     (MediaPortsExhausted, 503),
 )
 

@@ -18,6 +18,7 @@ from voxfleet.config import Settings
 from voxfleet.control.auth import Auth
 from voxfleet.scheduler.service import SessionService
 from voxfleet.storage.store import Store
+from voxfleet.transports.call_progress import CallProgress
 from voxfleet.transports.plivo_auth import NonceLedger
 from voxfleet.transports.signaling import CandidateFilter
 from voxfleet.transports.stream_tokens import StreamTokens
@@ -44,6 +45,7 @@ class AppState:
     llm: Readiness | None = None  # the local LLM server, when voxfleet runs one
     candidates: CandidateFilter = field(default_factory=lambda: CandidateFilter([]))  # callers' ICE candidates
     call_sessions: OrderedDict[str, str] = field(default_factory=OrderedDict)  # Twilio CallSid -> session id
+    outbound: OrderedDict[str, CallProgress] = field(default_factory=OrderedDict)  # session id -> its dialled call
     plivo_nonces: NonceLedger = field(default_factory=NonceLedger)  # Plivo webhooks' nonces, against replays
     telnyx_seen: SeenSignatures = field(default_factory=SeenSignatures)  # Telnyx webhooks' replay window
 

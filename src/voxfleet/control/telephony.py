@@ -30,6 +30,7 @@ from voxfleet.config import Settings
 from voxfleet.control.calls import ConnectStream, Hold, admit_call, after_stream
 from voxfleet.end_reasons import EndReason, failure_text
 from voxfleet.control.state import AppState, State
+from voxfleet.control.twilio_rest import hang_up_call
 from voxfleet.control.streams import (
     FrameCheck, GenericFrameCheck, RelayEnd, close_caller, receive_frame, reject, relay, rtvi_frame, without_token,
 )
@@ -89,9 +90,11 @@ def verify_signature(settings: Settings, request: Request, params: dict[str, str
                                         "(wrong TWILIO_AUTH_TOKEN, or public_url is not the URL Twilio calls)")
 
 
-def connect_stream(state: AppState, request: Request, session_id: str) -> Response:
-    """``<Connect><Stream>`` to the session's bot; when the stream ends Twilio asks the
-    ``action`` URL (``stream_ended``) what to do next."""
+def connect_stream(state: AppState, request: Request, session_id: str,
+                   parameters: dict[str, str] | None = None) -> Response:
+    """``<Connect><Stream>`` to the session's bot (with `parameters`: the stream's
+    ``customParameters``); when the stream ends Twilio asks the ``action`` URL (``stream_ended``)
+    what to do next."""
     response = VoiceResponse()
     agent = state.service.get(session_id).agent
     connect = Connect(action=f"{base_url(state.settings, request)}/v1/telephony/twilio/{agent}/ended"
@@ -99,6 +102,8 @@ def connect_stream(state: AppState, request: Request, session_id: str) -> Respon
     stream = connect.stream(url=ws_base(base_url(state.settings, request)) + TWILIO_STREAM_PATH)
     stream.parameter(name="session", value=session_id)
     stream.parameter(name="token", value=state.tokens.mint(session_id))
+    for name, value in (parameters or {}).items():
+        stream.parameter(name=name, value=value)
     response.append(connect)
     return twiml(response)
 
@@ -266,23 +271,3 @@ async def tell_failed(websocket: WebSocket, transport: str, reason: str) -> None
         except (WebSocketDisconnect, RuntimeError, OSError):
             pass
     await close_caller(websocket, BOT_FAILED, failure_text(reason))
-
-
-async def hang_up_call(settings: Settings, call_sid: str) -> None:
-    """The bot ended the call: end it at Twilio too (when credentials are configured)."""
-    if not (settings.twilio_account_sid and settings.twilio_auth_token):
-        return
-    try:
-        await asyncio.to_thread(_complete_call, settings, call_sid)
-        log.info("call %s: hung up through Twilio's REST API", call_sid)
-    except Exception as exc:  # noqa: BLE001 - the call ends anyway when its stream closes
-        log.warning("call %s: REST hang-up failed: %s", call_sid, exc)
-
-
-def _complete_call(settings: Settings, call_sid: str) -> None:
-    from twilio.rest import Client
-
-    client = Client(settings.twilio_account_sid, settings.twilio_auth_token)
-    if settings.telephony.twilio_api_base:
-        client.api.base_url = settings.telephony.twilio_api_base.rstrip("/")
-    client.calls(call_sid).update(status="completed")

@@ -263,10 +263,12 @@ class Admission:
 
     # -- events -----------------------------------------------------------------------------------
     def start_requested(self, session_id: str, agent: str, body: Any, region: str | None,
-                        now: float, client: str | None = None) -> list[Command]:
+                        now: float, client: str | None = None, queue: bool = True) -> list[Command]:
         """A session asks to start. Raises AgentNotFound, NotReady (draining) or Unplaceable;
         otherwise the session is admitted (Launch/Assign), queued (Enqueue) or rejected (Reject:
-        no room in the queue, or ``client`` already holds its share of capacity or queue)."""
+        no room in the queue, or ``client`` already holds its share of capacity or queue).
+        ``queue=False``: a session that cannot be admitted now is rejected, never queued (an
+        outbound call is dialled only once its bot is reserved)."""
         if agent not in self.pools:
             raise AgentNotFound(agent, list(self.pools))
         if not self.accepting:
@@ -283,6 +285,11 @@ class Admission:
         commands: list[Command] = []
         if self._admit(session, commands):
             return commands + self._rebalance(now)  # it may have taken a warm bot: refill now
+        if not queue:
+            del self.sessions[session_id]
+            return commands + [Reject(session_id, AtCapacity(
+                f"no capacity for a session of agent {agent} now (it would have to queue); nothing was started",
+                retry_after_s=self.retry_after()))]
         queued = sum(1 for s in self.sessions.values() if s.client == client and s.bot_id is None) - 1
         if client is not None and queued >= self.share_of(self.queue.max_length):
             del self.sessions[session_id]

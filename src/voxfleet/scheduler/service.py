@@ -74,6 +74,7 @@ class Call:
     pc_id: str | None = None  # its WebRTC peer connection, once the bot answered an offer
     candidates: int = 0  # trickled ICE candidates relayed so far
     streamed: bool = False  # its media WebSocket was opened (one per session)
+    connect_timeout: float | None = None  # its own bound to connect (an outbound call rings), else offer_timeout
 
 
 class SessionService:
@@ -177,8 +178,11 @@ class SessionService:
                                 f"retry in {wait:.1f}s", retry_after_s(wait), "RATE_LIMITED")
 
     async def start_session(self, agent: str, body: Any, transport: str = "webrtc",
-                            region: str | None = None, client: str | None = None) -> SessionRecord:
-        """Admit a session. ``client``: who asks, bounded per client (None: trusted, a private key)."""
+                            region: str | None = None, client: str | None = None, *, queue: bool = True,
+                            connect_timeout: float | None = None) -> SessionRecord:
+        """Admit a session. ``client``: who asks, bounded per client (None: trusted, a private key).
+        ``queue=False``: AtCapacity rather than a place in the queue; ``connect_timeout``: how long
+        its caller may take to connect (default offer_timeout)."""
         if agent not in self.pools:
             raise AgentNotFound(agent, self.agents)
         if not self.accepting:
@@ -191,13 +195,15 @@ class SessionService:
                                 retry_after_s(self.limits.offer_timeout), "TOO_MANY_PENDING")
         record = SessionRecord(session_id=str(uuid.uuid4()), agent=agent, transport=transport,
                                region_requested=region)
-        commands = self.core.start_requested(record.session_id, agent, body, region, record.created_at, client)
+        commands = self.core.start_requested(record.session_id, agent, body, region, record.created_at, client,
+                                             queue=queue)
         rejected = [c for c in commands if isinstance(c, Reject)]
         if rejected:
             self._apply([c for c in commands if not isinstance(c, Reject)])
             self.metrics.rejected.labels(agent).inc()
             raise rejected[0].error
-        self.calls[record.session_id] = Call(record, asyncio.get_running_loop().create_future())
+        self.calls[record.session_id] = Call(record, asyncio.get_running_loop().create_future(),
+                                             connect_timeout=connect_timeout)
         self.table.add(record)
         if client is not None:
             self.bounds.started(client, record.session_id)
@@ -273,6 +279,10 @@ class SessionService:
             self.bounds.connected(session_id)
             self.on_change(record)
         return stream
+
+    async def bot_started(self, session_id: str) -> None:
+        """Wait until the session has its bot (bounded by bot_wait); BotError if it could not start."""
+        await self._bot_for(self.get(session_id), "start its bot")
 
     async def hang_up(self, session_id: str, reason: EndReason = EndReason.HANGUP) -> SessionRecord:
         record = self.get(session_id)
@@ -389,7 +399,8 @@ class SessionService:
         record = call.record
         record.turns, record.transcript, record.ttfb_s = bot.info.turns, bot.info.transcript, bot.info.ttfb_s
         record.models = bot.info.model_loads
-        call.timer = self.tasks.spawn(self._deadlines(record, bot), f"deadlines:{record.session_id}")
+        call.timer = self.tasks.spawn(self._deadlines(record, bot, call.connect_timeout or self.limits.offer_timeout),
+                                      f"deadlines:{record.session_id}")
 
     async def _warm_one(self, command: Launch) -> None:
         started = time.monotonic()
@@ -465,13 +476,14 @@ class SessionService:
         self.metrics.observe_turns(record.agent, record.turns)
 
     # -- timers -------------------------------------------------------------------------------
-    async def _deadlines(self, record: SessionRecord, bot: BotHandle) -> None:
-        await asyncio.sleep(self.limits.offer_timeout)
+    async def _deadlines(self, record: SessionRecord, bot: BotHandle, connect_timeout: float) -> None:
+        await asyncio.sleep(connect_timeout)
         if record.state not in (ACTIVE, ENDED):
-            log.warning("session %s: no offer within %.0fs; ending", record.session_id, self.limits.offer_timeout)
+            log.warning("session %s: its caller did not connect within %.0fs; ending", record.session_id,
+                        connect_timeout)
             await bot.stop(EndReason.TIMEOUT)
             return
-        await asyncio.sleep(max(0.0, self.limits.max_session - self.limits.offer_timeout))
+        await asyncio.sleep(max(0.0, self.limits.max_session - connect_timeout))
         log.warning("session %s: reached the %.0fs limit; ending", record.session_id, self.limits.max_session)
         await bot.stop(EndReason.MAX_DURATION)
 

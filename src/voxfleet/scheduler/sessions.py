@@ -47,6 +47,11 @@ class SessionRecord:
     transcript: list[dict[str, Any]] = field(default_factory=list)
     ttfb_s: dict[str, list[float]] = field(default_factory=dict)
     timings_ms: dict[str, float] = field(default_factory=dict)
+    # a phone call's carrier side: carrier, direction, carrierCallId, from, to, status, timeline
+    call: dict[str, Any] = field(default_factory=dict)
+    # how the session ends, unless its bot fails it, once an action that ends it is under way (a
+    # transfer: the carrier closes the stream as it hands the call over, which reads as a hang-up)
+    expected_end: tuple[EndReason, str] | None = None
 
     def mark(self, name: str, at: float | None = None) -> None:
         """Record a timing, in ms since the session was created."""
@@ -65,6 +70,8 @@ class SessionRecord:
         if self.state == ENDED:
             return False
         reason = EndReason(reason)
+        if self.expected_end is not None and not reason.failed:
+            reason, detail = self.expected_end
         self.state = ENDED
         self.end_reason = reason
         self.end_detail = detail
@@ -96,6 +103,7 @@ class SessionRecord:
             "timingsMs": dict(self.timings_ms),
             "latency": self.latency_summary(),
             "transcript": [dict(line) for line in self.transcript],
+            **({"call": {**self.call, "timeline": list(self.call.get("timeline", []))}} if self.call else {}),
         }
 
     @classmethod
@@ -107,6 +115,7 @@ class SessionRecord:
         record.warm = None if data.get("start") is None else data["start"] == "warm"
         record.region, record.node = data.get("region"), data.get("node")
         record.timings_ms = dict(data.get("timingsMs") or {})
+        record.call = dict(data.get("call") or {})
         record.turns = [TurnBreakdown.from_public(t) for t in (data.get("latency") or {}).get("turns") or []]
         return record
 

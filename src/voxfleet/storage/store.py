@@ -109,7 +109,7 @@ class Store:
             bot_start_ms=record.get("botStartMs"), ttfw_ms=latency.get("ttfwMs"),
             v2v_p50_ms=latency.get("v2vP50Ms"), latency=latency, timings_ms=record.get("timingsMs") or {},
             transcript=record.get("transcript") or [], region_requested=record.get("regionRequested"),
-            region=record.get("region"), node=record.get("node"),
+            region=record.get("region"), node=record.get("node"), call=record.get("call"),
         )
         async with self.sessions.begin() as db:
             await db.merge(SessionRow(**values))
@@ -234,6 +234,7 @@ def _public(row: SessionRow) -> dict[str, Any]:
         "botStartMs": row.bot_start_ms, "queuePosition": None, "timingsMs": row.timings_ms,
         "latency": row.latency, "transcript": row.transcript,
         "regionRequested": row.region_requested, "region": row.region, "node": row.node,
+        **({"call": row.call} if row.call else {}),
     }
 
 

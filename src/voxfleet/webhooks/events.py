@@ -29,6 +29,7 @@ def event_for(session: dict[str, Any], started_sent: bool) -> tuple[str, dict[st
         "v2vP50Ms": latency.get("v2vP50Ms"), "ttfbP50Ms": latency.get("ttfbP50Ms", {}),
         "turns": latency.get("turns", []),
         "transcript": session.get("transcript", []),
+        **({"call": session["call"]} if session.get("call") else {}),
     }
     kind = "session.failed" if session["endReason"] in FAILED_REASONS else "session.ended"
     return kind, payload

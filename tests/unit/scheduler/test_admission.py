@@ -71,6 +71,16 @@ def test_no_warm_bot_means_a_cold_start_then_the_queue_then_reject():
     assert set(core.sessions) == {"s2"} and not core.ledger.holds(cold.bot_id)
 
 
+def test_a_session_that_may_not_queue_is_rejected_when_it_cannot_start_now():
+    core = make_core(slots=1, min_warm=0, queue_max=5)
+    [cold] = core.start_requested("s1", "a", None, None, 0.0, queue=False)
+    assert isinstance(cold, Launch)  # room: admitted like any session
+    [reject] = core.start_requested("s2", "a", None, None, 0.0, queue=False)
+    assert isinstance(reject, Reject) and "nothing was started" in str(reject.error)
+    assert set(core.sessions) == {"s1"} and core.queue_position("s2") is None
+    assert core.ledger.holds(cold.bot_id) and len(core.bots) == 1  # the reservation is s1's only
+
+
 def test_another_agents_idle_bot_is_retired_for_a_session_that_cannot_start():
     core = make_core(slots=1, agents=(("a", 1, 10), ("b", 1, 10)))
     [warm_a] = only(core.tick(0.0), Launch)
