@@ -148,10 +148,12 @@ class TwilioCaller:
 
     async def stream(self, answer: TwimlAnswer, call_sid: str, speech: list[np.ndarray], *,
                      listen_s: float = 20.0, after_greeting: bool = True, send_stop: bool = True,
-                     start_overrides: dict[str, Any] | None = None) -> CallResult:
+                     start_overrides: dict[str, Any] | None = None,
+                     ended: asyncio.Event | None = None) -> CallResult:
         """Open the TwiML's stream as Twilio does and hold a conversation: wait for the greeting,
         then say each utterance (8 kHz int16) in real time, streaming silence otherwise; listen
-        for the bot's answers; end with ``stop``."""
+        for the bot's answers; end with ``stop`` (at once when `ended` is set: the call left the
+        stream, as a REST update or a transfer does)."""
         assert answer.stream_url, "TwiML has no <Stream>"
         stream_sid = sid("MZ")
         result = CallResult(twiml=[answer])
@@ -167,10 +169,18 @@ class TwilioCaller:
             listener = asyncio.create_task(self._listen(ws, result, started, stream_sid))
             try:
                 frames = _MediaFrames(ws, stream_sid)
-                result.v2v_ms = await converse(Pacer(frames.send), [pcm16_to_ulaw(s) for s in speech], SILENCE,
-                                               result.speech_at, started, listen_s=listen_s,
-                                               after_greeting=after_greeting)
-                if send_stop:
+                conversation = asyncio.create_task(converse(
+                    Pacer(frames.send), [pcm16_to_ulaw(s) for s in speech], SILENCE, result.speech_at, started,
+                    listen_s=listen_s, after_greeting=after_greeting))
+                left = asyncio.create_task((ended or asyncio.Event()).wait())
+                await asyncio.wait({conversation, left}, return_when=asyncio.FIRST_COMPLETED)
+                call_left = left.done()
+                left.cancel()
+                if conversation.done():
+                    result.v2v_ms = conversation.result()
+                else:
+                    conversation.cancel()
+                if send_stop or call_left:
                     result.stopped_by_caller = True
                     await ws.send(json.dumps({"event": "stop", "sequenceNumber": "9999", "streamSid": stream_sid,
                                               "stop": {"accountSid": self.account_sid, "callSid": call_sid}}))

@@ -42,6 +42,7 @@ private = [Depends(require_private)]
 
 E164 = r"^\+[1-9][0-9]{6,14}$"
 CONNECT_GRACE_S = 30.0  # after the ring timeout: answer webhook + stream, before the session gives up
+REPORT_GRACE_S = 10.0  # after the ring timeout: the carrier's no-answer report, before voxfleet cancels
 MAX_CALLS_TRACKED = 10_000
 
 
@@ -129,7 +130,7 @@ async def dial_out(agent: str, request: DialRequest, http_request: Request, stat
     record.call["carrierCallId"] = placed["sid"]
     remember_call(state, "twilio", placed["sid"], record.session_id)
     _report(state, record, TWILIO_STATUS.get(placed.get("status") or "", "queued"))
-    service.tasks.spawn(_ring_deadline(state, record, ring + CONNECT_GRACE_S), f"ring:{record.session_id}")
+    service.tasks.spawn(_ring_deadline(state, record, ring + REPORT_GRACE_S), f"ring:{record.session_id}")
     log.info("session %s: calling %s from %s (Twilio call %s)", record.session_id, request.to, request.from_,
              placed["sid"])
     return JSONResponse(call_view(record), status_code=201)
@@ -143,8 +144,8 @@ async def _ring_deadline(state: AppState, record: SessionRecord, seconds: float)
     if record.state == ENDED or progress is None or progress.answered_at is not None:
         return
     log.warning("session %s: its call was not answered within %.0fs; canceling it", record.session_id, seconds)
+    _report(state, record, "no-answer", f"not answered within {seconds:.0f}s")  # before the carrier's "canceled"
     await _end_at_carrier(state, record, "canceled")
-    _report(state, record, "no-answer", f"not answered within {seconds:.0f}s")
 
 
 async def _end_at_carrier(state: AppState, record: SessionRecord, status: str) -> None:
