@@ -47,6 +47,7 @@ class SessionRecord:
     transcript: list[dict[str, Any]] = field(default_factory=list)
     ttfb_s: dict[str, list[float]] = field(default_factory=dict)
     timings_ms: dict[str, float] = field(default_factory=dict)
+    recording: dict[str, Any] | None = None  # the finished recording (storage/recordings.py metadata)
 
     def mark(self, name: str, at: float | None = None) -> None:
         """Record a timing, in ms since the session was created."""
@@ -96,6 +97,7 @@ class SessionRecord:
             "timingsMs": dict(self.timings_ms),
             "latency": self.latency_summary(),
             "transcript": [dict(line) for line in self.transcript],
+            "recording": None if self.recording is None else dict(self.recording),
         }
 
     @classmethod

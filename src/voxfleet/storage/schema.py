@@ -36,6 +36,7 @@ class SessionRow(Base):
     region_requested: Mapped[str | None] = mapped_column(String(64), nullable=True)
     region: Mapped[str | None] = mapped_column(String(64), nullable=True)
     node: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    recording: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class SessionEventRow(Base):
