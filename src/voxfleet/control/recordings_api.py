@@ -27,9 +27,10 @@ async def session_of(state: AppState, session_id: str) -> dict[str, Any]:
         return stored
 
 
-@router.get("/v1/sessions/{session_id}/recording", tags=["v1"], dependencies=[Depends(require_private)],
-            response_class=FileResponse,
-            responses={200: {"content": {"audio/wav": {}}, "description": "The session's recording (WAV)."}})
+@router.api_route("/v1/sessions/{session_id}/recording", methods=["GET", "HEAD"], tags=["v1"],
+                  dependencies=[Depends(require_private)],
+                  response_class=FileResponse,
+                  responses={200: {"content": {"audio/wav": {}}, "description": "The session's recording (WAV)."}})
 async def get_recording(session_id: str, state: State) -> FileResponse:
     """The session's recording: one WAV, 16-bit stereo, the caller left and the bot right."""
     session = await session_of(state, session_id)
