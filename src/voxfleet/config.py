@@ -40,7 +40,7 @@ class AgentSpec(BaseModel):
         description="Anyone may start sessions of this agent without a key (the website's demo; per-client "
         "bounds apply); false: starting it needs a private key.")
     webhook_url: str | None = Field(
-        default=None, description="Where session.started / session.ended / session.failed are POSTed."
+        default=None, description="Where session.started / .ended / .failed (and recording.ready) are POSTed."
     )
     webhook_secret: str | None = Field(
         default=None, repr=False, description="Standard Webhooks signing secret (whsec_<base64>)."
