@@ -134,7 +134,7 @@ async def bench_turn(args: argparse.Namespace) -> dict:
     concurrency = [int(k) for k in args.concurrency.split(",") if k.strip()]
     return await run_turn_bench(calls=args.calls, bot=args.bot, speech_text=args.question, concurrency=concurrency,
                                 include_plain=not args.no_plain, include_peer=not args.no_peer,
-                                include_assistant=not args.no_assistant)
+                                include_assistant=not args.no_assistant, record=args.record)
 
 
 async def bench_capacity(args: argparse.Namespace) -> dict:
@@ -289,6 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     turn.add_argument("--no-peer", action="store_true", help="skip the Pipecat dev-runner run")
     turn.add_argument("--no-assistant", action="store_true", help="skip the built-in assistant under voxfleet")
     turn.add_argument("--question", default="What is the capital of France?")
+    turn.add_argument("--record", action="store_true",
+                      help="the assistant's calls alternate between recording off and on (one server); "
+                           "prints V2V p50/p95 of both and their ratio")
     turn.add_argument("--json", action="store_true")
     turn.set_defaults(func=cmd_bench, run=bench_turn)
     capacity = bench_sub.add_parser("capacity", help="how many concurrent assistant calls this node serves "

@@ -19,6 +19,7 @@ from voxfleet.webhooks.signing import secret_bytes
 from pydantic import AliasChoices, BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
+from voxfleet.config_sections import RaySettings, RecordingSettings, recordings_dir
 from voxfleet.exceptions import ConfigError
 from voxfleet.transports.telnyx_auth import public_key as telnyx_public_key
 
@@ -39,7 +40,7 @@ class AgentSpec(BaseModel):
         description="Anyone may start sessions of this agent without a key (the website's demo; per-client "
         "bounds apply); false: starting it needs a private key.")
     webhook_url: str | None = Field(
-        default=None, description="Where session.started / session.ended / session.failed are POSTed."
+        default=None, description="Where session.started / .ended / .failed (and recording.ready) are POSTed."
     )
     webhook_secret: str | None = Field(
         default=None, repr=False, description="Standard Webhooks signing secret (whsec_<base64>)."
@@ -81,6 +82,8 @@ class AgentSpec(BaseModel):
         "sessions) this agent's bot built in its last session, and hand each to the bot's own call when "
         "the arguments match (local backend). false: every session's bot builds its own.",
     )
+    record: bool = Field(default=False, description="Record every session: one stereo WAV, caller left, bot "
+                         "right (settings: [recordings]; local backend only).")
 
     @field_validator("name")
     @classmethod
@@ -189,34 +192,6 @@ class TelephonySettings(BaseModel):
         default=300.0, gt=0, le=3600,
         description="How far a Telnyx webhook's telnyx-timestamp may be from now (older: refused as expired); "
         "a signature is also refused the second time within this window (a replay).",
-    )
-
-
-class RaySettings(BaseModel):
-    """The Ray backend (``backend = "ray"``): bots are actors on the nodes of a Ray cluster.
-    See docs/ray.md for the node labels and resources voxfleet expects."""
-
-    address: str = Field(
-        default="auto", description="Ray cluster to join as a driver: GCS 'HOST:PORT', or 'auto' (the local one)."
-    )
-    namespace: str = Field(default="voxfleet", description="Ray namespace of voxfleet's actors.")
-    region_label: str = Field(default="region", description="Node label that names a node's region.")
-    default_region: str | None = Field(
-        default=None, description="Region for sessions that ask for none (None: the most free capacity anywhere)."
-    )
-    nearest_regions: dict[str, list[str]] = Field(
-        default_factory=dict,
-        description="Fallback order per region, nearest first, e.g. {eu = ['us']}; a region not listed falls "
-        "back to every other region.",
-    )
-    placement_timeout_s: float = Field(
-        default=20.0, gt=0,
-        description="How long Ray may take to place and start a bot actor before the session is answered "
-        "'unplaceable' (Ray itself would wait forever).",
-    )
-    node_check_s: float = Field(
-        default=1.0, gt=0, description="How often the cluster's node list is read (Ray has no node-change event "
-        "for drivers); a node found dead ends its sessions with node_lost.",
     )
 
 
@@ -440,6 +415,7 @@ class Settings(BaseSettings):
         "through Telnyx's REST API when its bot ends it; Telnyx webhooks are refused without it.",
     )
     telephony: TelephonySettings = Field(default_factory=TelephonySettings)
+    recordings: RecordingSettings = Field(default_factory=RecordingSettings)
 
     @model_validator(mode="after")
     def _agents_are_unique(self) -> "Settings":
@@ -449,6 +425,10 @@ class Settings(BaseSettings):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"agent names must be unique; repeated: {', '.join(dupes)}")
+        recorded = [a.name for a in self.agents if a.record]
+        if recorded and self.backend == "ray":  # a Ray bot's file would be on its node, out of our reach
+            raise ValueError(f"agents {', '.join(recorded)}: record = true needs backend = 'local' "
+                             "(recordings are not supported on Ray yet)")
         return self
 
     @field_validator("ice_candidate_deny")
@@ -544,6 +524,10 @@ class Settings(BaseSettings):
     @property
     def turn_ttl_s(self) -> float:
         return self.turn_credential_ttl_s or (self.max_session_s + self.queue_wait_s + self.offer_timeout_s + 300)
+
+    @property
+    def recordings_dir(self) -> Path:
+        return recordings_dir(self.recordings, self.database_url)
 
     @property
     def https(self) -> bool:

@@ -15,7 +15,8 @@ only place that maps them to HTTP status codes.
     │   ├── AgentNotFound                                                        -> 404
     │   ├── SessionNotFound                                                      -> 404
     │   ├── PeerNotFound             a pc_id that is not the session's peer connection -> 404
-    │   └── CallNotFound             no phone call with that id                  -> 404
+    │   ├── CallNotFound             no phone call with that id                  -> 404
+    │   └── RecordingNotFound        a session without a recording to serve, and why -> 404
     ├── SessionConflict              operation not valid in the session's state  -> 409
     ├── NotReady                     nothing can serve a session yet (or draining) -> 503
     ├── AtCapacity                   no capacity and the queue is full / wait over -> 429
@@ -166,6 +167,28 @@ class CallNotFound(NotFound):
     def __init__(self, call_id: str) -> None:
         self.call_id = call_id
         super().__init__(f"no phone call {call_id!r} (a call's id is its session id)")
+
+
+class RecordingNotFound(NotFound):
+    """A session's recording cannot be served; `why` names the reason (its code: RECORDING_<WHY>)."""
+
+    REASONS = {
+        "off": "agent {agent!r} does not record its sessions (record = false)",
+        "not_ready": "the session has not ended yet, or its recording is being finished; try again shortly",
+        "empty": "the session's bot never had audio to record",
+        "expired": "the recording was deleted after recordings.retention_days",
+        "missing": "the recording's file is gone from the recordings directory",
+    }
+
+    def __init__(self, session_id: str, why: str, agent: str = "") -> None:
+        if why not in self.REASONS:
+            raise ValueError(f"why: one of {', '.join(self.REASONS)} (got {why!r})")
+        self.session_id, self.why, self.agent = session_id, why, agent
+        self.code = f"RECORDING_{why.upper()}"
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return f"session {self.session_id}: no recording: {self.REASONS[self.why].format(agent=self.agent)}"
 
 
 class SessionConflict(VoxfleetError):

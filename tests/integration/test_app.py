@@ -15,6 +15,7 @@ SCHEMA = {
     "/v1/agents": {"get"},
     "/v1/sessions": {"get"},
     "/v1/sessions/{session_id}": {"get", "delete"},
+    "/v1/sessions/{session_id}/recording": {"get", "head"},
     "/v1/capacity": {"get"},
     "/healthz": {"get"},
     "/livez": {"get"},

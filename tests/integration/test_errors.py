@@ -4,6 +4,7 @@ the errors real routes raise, end to end through the app."""
 from __future__ import annotations
 
 import httpx
+import pytest
 from fastapi import FastAPI
 
 from voxfleet import exceptions as exc
@@ -31,6 +32,7 @@ CASES = [
     (exc.CallNotFound("s-2"), 404, None),
     (exc.CarrierNotConfigured("calls need TWILIO_ACCOUNT_SID"), 409, None),
     (exc.CarrierError("Twilio refused to call +15550001: down (error 20500, HTTP 500)"), 502, None),
+    (exc.RecordingNotFound("s-1", "off", "tone"), 404, None),
     (exc.Unplaceable("region: no node in region 'mars'", region="mars"), 422, None),
     (exc.BotError("the bot crashed"), 502, None),
     (exc.BotStartFailed("bot b did not report in 20s"), 502, None),
@@ -82,6 +84,15 @@ async def test_each_error_becomes_its_status_code_and_body():
         reply = await http.get(f"/raise/{len(CASES)}")
         assert reply.status_code == 500
         assert reply.json() == {"error": "internal error; see the server log", "code": "INTERNAL"}
+
+
+def test_a_missing_recording_says_why_in_its_code_and_message():
+    error = exc.RecordingNotFound("s-1", "off", "tone")
+    assert error.code == "RECORDING_OFF" and str(error) == (
+        "session s-1: no recording: agent 'tone' does not record its sessions (record = false)")
+    assert exc.RecordingNotFound("s-1", "expired").code == "RECORDING_EXPIRED"
+    with pytest.raises(ValueError, match="why: one of off, not_ready"):
+        exc.RecordingNotFound("s-1", "lost")
 
 
 # -- through the real routes -----------------------------------------------------------------

@@ -112,3 +112,14 @@ def test_a_malformed_webhook_secret_fails_at_start_naming_the_setting():
     with pytest.raises(ValidationError, match="webhook_secret: 'whsec_' must be followed by base64"):
         AgentSpec(name="a", bot="x.py", webhook_secret="whsec_%%%")
     assert AgentSpec(name="a", bot="x.py", webhook_secret="plain-secret").webhook_secret == "plain-secret"
+
+
+def test_recordings_live_beside_the_database_and_need_the_local_backend(tmp_path):
+    from voxfleet.config import AgentSpec, Settings
+
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/v.db")
+    assert settings.recordings_dir == tmp_path / "recordings" and settings.recordings.retention_days == 30
+    assert not settings.agents[0].record  # off by default
+    assert Settings(recordings={"dir": str(tmp_path / "r")}).recordings_dir == tmp_path / "r"
+    with pytest.raises(ConfigError, match="agents rec: record = true needs backend = 'local'"):
+        load_settings(backend="ray", agents=[AgentSpec(name="rec", bot="bot.py", record=True)])

@@ -159,6 +159,7 @@ async function renderDetail() {
   const ttfb = Object.entries(s.latency.ttfbP50Ms).map(([k, v]) => `<li>${esc(k)}: ${ms(v)}</li>`).join("") || "<li class='muted'>none reported</li>";
   const transcript = s.transcript.map((l) => `<div class="line ${esc(l.role)}"><span>${l.role === "user" ? "Caller" : "Agent"}</span> ${esc(l.text)}</div>`).join("") || "<p class='muted'>No transcript</p>";
   $("detail-title").textContent = `Session ${s.sessionId}`;
+  renderRecording(s);
   $("detail-body").innerHTML = `
     <div class="detail-grid">
       <div><h3>Summary</h3><ul class="plain"><li>agent <b>${esc(s.agent)}</b> · ${esc(s.transport)}</li>
@@ -172,6 +173,33 @@ async function renderDetail() {
       <div><h3>Timeline</h3><ol class="timeline">${timeline}</ol></div>
       <div><h3>Transcript</h3><div class="transcript">${transcript}</div></div>
     </div>`;
+}
+
+// The session's recording: fetched with the dashboard's key (an <audio src> cannot send one) and
+// played from an object URL. Rendered apart from the detail (which is redrawn every 2 s) and only
+// when the session or its recording changes, so playback is never cut.
+let shownRecording = "";
+let recordingUrl = null;
+
+async function renderRecording(s) {
+  const rec = s.recording;
+  const shown = `${s.sessionId}:${rec ? rec.state : s.state}`;
+  if (shown === shownRecording) return;
+  shownRecording = shown;
+  if (recordingUrl) { URL.revokeObjectURL(recordingUrl); recordingUrl = null; }
+  const box = $("detail-recording");
+  if (!rec) { box.innerHTML = ""; return; }
+  if (rec.state !== "ready") { box.innerHTML = `<p class="muted">Recording ${esc(rec.state)}</p>`; return; }
+  const res = await api(`/v1/sessions/${encodeURIComponent(s.sessionId)}/recording`);
+  if (!res.ok) {
+    const error = await res.json().catch(() => ({ error: res.statusText }));
+    box.innerHTML = `<p class="bad">Recording: ${esc(error.error)}</p>`;
+    return;
+  }
+  recordingUrl = URL.createObjectURL(await res.blob());
+  box.innerHTML = `<div class="recording"><h3>Recording</h3><audio controls preload="metadata" src="${recordingUrl}"></audio>
+    <p class="muted">stereo: caller left, agent right · ${rec.durationS.toFixed(1)} s · ${Math.round(rec.bytes / 1024)} KiB ·
+    <a href="${recordingUrl}" download="${esc(s.sessionId)}.wav">download</a></p></div>`;
 }
 
 async function refresh() {

@@ -113,11 +113,11 @@ async def served_peer_url(peer: Served) -> str:
     return url
 
 
-async def one_session(url: str, question) -> dict[str, Any]:
-    """One call: the greeting, the spoken question, the answer. TTFW and voice-to-voice at the
-    caller, and the CPU the machine spent on the turn (question sent -> answer over), less the
-    caller's own."""
-    caller = WebRTCCaller(url)
+async def one_session(url: str, question, agent: str | None = None) -> dict[str, Any]:
+    """One call (of `agent`, else the default one): the greeting, the spoken question, the answer.
+    TTFW and voice-to-voice at the caller, and the CPU the machine spent on the turn (question
+    sent -> answer over), less the caller's own."""
+    caller = WebRTCCaller(url, agent=agent)
     try:
         await caller.connect()
         ttfw_ms = await caller.wait_first_audio(timeout=60)

@@ -14,6 +14,10 @@ bot audio it hears), the ratios to the dev runner, voxfleet's own per-turn figur
 record (end of speech as the bot received it -> first audio frame written) with each stage's
 p50/p95, the gap between the two figures, and CPU seconds per turn. With ``--concurrency 1,2,4``
 the assistant is also called k at a time (each asks right after its greeting), per k.
+
+With ``--record`` the assistant series is two series of one server instead, its calls alternating
+between two agents of the built-in assistant that differ only in ``record`` (off, on): what a
+recording costs a turn, printed as the on/off ratio of voice-to-voice p50 and p95.
 """
 
 from __future__ import annotations
@@ -90,6 +94,10 @@ async def run_calls(name: str, url: str, calls: int, question, *, records: bool,
                 idle_pss += [mb for pid in pool.get("warm_pids") or [] if (mb := pss_mb(pid))]
             else:
                 await asyncio.sleep(1.5)
+    return _summary(rows, calls, concurrency, idle_pss)
+
+
+def _summary(rows: list[dict[str, Any]], calls: int, concurrency: int, idle_pss: list[float]) -> dict[str, Any]:
     ok = [r for r in rows if "error" not in r]
     report: dict[str, Any] = {
         "calls": calls, "concurrency": concurrency, "failed": calls - len(ok),
@@ -121,14 +129,16 @@ def _serve(bot: Path | None, env: dict[str, str]) -> Served:
 
 async def run_turn_bench(calls: int, bot: str | None, speech_text: str, concurrency: list[int],
                          include_plain: bool = True, include_peer: bool = True,
-                         include_assistant: bool = True) -> dict[str, Any]:
+                         include_assistant: bool = True, record: bool = False) -> dict[str, Any]:
     advertise_addresses(["127.0.0.1"])
     question = speak(speech_text)
     plain = Path(bot) if bot else PLAIN_BOT
     llm, bot_env, serve_env = await shared_llm()
     report: dict[str, Any] = {"calls": calls, "question": speech_text, "plain_bot": str(plain), "series": {}}
     try:
-        if include_assistant:
+        if include_assistant and record:
+            await _recording_series(report, calls, question, serve_env)
+        elif include_assistant:
             await _assistant_series(report, calls, question, concurrency, serve_env)
         if include_plain:
             agent = plain.stem.replace("_", "-").lower()  # the agent name `serve --bot` gives it
@@ -176,6 +186,46 @@ async def _assistant_series(report: dict[str, Any], calls: int, question: Any, c
         server.stop()
 
 
+RECORDING_AGENTS = {"off": "assistant", "on": "assistant-rec"}
+
+
+async def _recording_series(report: dict[str, Any], calls: int, question: Any, serve_env: dict[str, str]) -> None:
+    """`calls` calls with recording off and `calls` with it on, alternating, on one server (so both
+    see the same machine, LLM and moment); each agent keeps a warm bot (agent-1x, so both fit)."""
+    from voxfleet.config import BUILTIN_ASSISTANT
+
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "voxfleet.toml"
+        config.write_text("".join(
+            f'[[agents]]\nname = "{name}"\nbot = "{BUILTIN_ASSISTANT}"\nprofile = "agent-1x"\nmin_warm = 1\n'
+            f'pool_policy = "fixed"\nrecord = {"true" if which == "on" else "false"}\n'
+            for which, name in RECORDING_AGENTS.items()) + f'[recordings]\ndir = "{tmp}/recordings"\n')
+        argv = [sys.executable, "-m", "voxfleet.cli", "serve", "--dev", "--port", "0", "--advertise", "127.0.0.1",
+                "--log-level", "WARNING"]
+        server = Served(argv, {**serve_env, "VOXFLEET_CONFIG": str(config)}, ready=r"voxfleet: ready, open (http://\S+)")
+        rows: dict[str, list[dict[str, Any]]] = {which: [] for which in RECORDING_AGENTS}
+        try:
+            url = await server.wait_ready()
+            async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+                for agent in RECORDING_AGENTS.values():
+                    await pool_settled(http, agent, min_warm=1, timeout=180)
+                for i in range(2 * calls):
+                    which = ("off", "on")[i % 2]
+                    agent = RECORDING_AGENTS[which]
+                    try:
+                        result = await one_session(url, question, agent=agent)
+                        result["bot_turn"] = await _bot_side(http, result["session_id"])
+                    except Exception as exc:  # noqa: BLE001 - a failed call is counted, the bench goes on
+                        result = {"error": f"{type(exc).__name__}: {exc}"}
+                    rows[which].append(result)
+                    print(f"  recording {which} call {len(rows[which])}/{calls}: {result}", file=sys.stderr, flush=True)
+                    await pool_settled(http, agent, min_warm=1)
+        finally:
+            server.stop()
+    for which, series in rows.items():
+        report["series"][f"voxfleet_record_{which}"] = _summary(series, calls, 1, [])
+
+
 def _ms(value: float | None) -> str:
     return "-" if value is None or value != value else f"{value:.0f}"
 
@@ -200,6 +250,12 @@ def render(report: dict[str, Any]) -> str:
             lines.append(f"ratio {name} / dev runner: V2V p50 {ours['v2v_ms']['p50'] / peer['v2v_ms']['p50']:.2f}x, "
                          f"p95 {ours['v2v_ms']['p95'] / peer['v2v_ms']['p95']:.2f}x; "
                          f"TTFW p50 {ours['ttfw_ms']['p50'] / peer['ttfw_ms']['p50']:.2f}x")
+    off, on = series.get("voxfleet_record_off"), series.get("voxfleet_record_on")
+    if off and on and off["v2v_ms"]["p50"] and on["v2v_ms"]["p50"]:
+        lines.append(f"recording on / off: V2V p50 {on['v2v_ms']['p50'] / off['v2v_ms']['p50']:.2f}x "
+                     f"({_ms(on['v2v_ms']['p50'])} vs {_ms(off['v2v_ms']['p50'])} ms), p95 "
+                     f"{on['v2v_ms']['p95'] / off['v2v_ms']['p95']:.2f}x "
+                     f"({_ms(on['v2v_ms']['p95'])} vs {_ms(off['v2v_ms']['p95'])} ms)")
     single = series.get("voxfleet")
     for name, r in series.items():
         if name.startswith("voxfleet_x") and single and single["v2v_ms"]["p95"]:

@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from voxfleet import __version__
 from voxfleet.config import Settings
-from voxfleet.control import exotel, ops, outbound, pages, plivo, sessions_api, telephony, telnyx
+from voxfleet.control import exotel, ops, outbound, pages, plivo, recordings_api, sessions_api, telephony, telnyx
 from voxfleet.control.auth import Auth
 from voxfleet.control.errors import error_response, install_error_handlers
 from voxfleet.control.state import AppState, Readiness, app_state
@@ -60,6 +60,7 @@ def build_app(state: AppState) -> FastAPI:
     app.middleware("http")(limit_body)
     app.add_middleware(AnonymousStartRate, state=state)  # outermost: a flood is refused before anything else
     app.include_router(sessions_api.router)
+    app.include_router(recordings_api.router)
     app.include_router(ops.router)
     app.include_router(telephony.router)
     app.include_router(outbound.router)

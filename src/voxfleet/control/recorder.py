@@ -40,6 +40,13 @@ class SessionRecorder:
                 if v is not None}}
         self.queue.put_nowait(snapshot)
 
+    def save(self, record: SessionRecord, event: str, data: dict) -> None:
+        """Store `record` again, as it is now, with an event that is not a change of state (a
+        recording finished or expired); in order with the writes queued before it."""
+        snapshot = record.to_public()
+        snapshot["_event"] = {"kind": event, "data": data}
+        self.queue.put_nowait(snapshot)
+
     async def _write(self) -> None:
         while (snapshot := await self.queue.get()) is not None:
             event = snapshot.pop("_event", None)

@@ -19,10 +19,11 @@ from voxfleet.config import BUILTIN_ASSISTANT, AgentSpec, Settings, llm_threads
 from voxfleet.control.app import create_app
 from voxfleet.control.auth import Auth, ensure_admin_key
 from voxfleet.control.recorder import SessionRecorder
+from voxfleet.control.recordings import RecordingFinisher
 from voxfleet.end_reasons import EndReason
 from voxfleet.scheduler.sessions import SessionRecord
 from voxfleet.webhooks.dispatcher import WebhookDispatcher
-from voxfleet.webhooks.events import event_for
+from voxfleet.webhooks.events import RECORDING_READY, event_for, recording_ready
 from voxfleet.control.deployment import SessionIceServers, check_turn_servers, session_ice_servers, uvicorn_options
 from voxfleet.observability.logs import resolve_log_format
 from voxfleet.runtime.local import node
@@ -90,7 +91,9 @@ async def serve(settings: Settings, announce: Callable[[str], None] = print) -> 
         store, {a.webhook_url: a.webhook_secret or "" for a in settings.agents if a.webhook_url},
         on_result=lambda ok: service.metrics.webhooks.labels("delivered" if ok else "failed").inc())
     dispatcher.start()
-    service.on_change = lifecycle_hook(settings, recorder, dispatcher)
+    finisher = recording_finisher(settings, service, store, recorder, dispatcher)
+    finisher.start()
+    service.on_change = lifecycle_hook(settings, recorder, dispatcher, on_end=finisher.session_ended)
     auth = Auth(store, settings.auth, {a.name for a in settings.agents if a.public})
     app = create_app(settings, service, auth, store, ice, llm)  # TURN credentials minted per session
     server = uvicorn.Server(uvicorn.Config(
@@ -123,6 +126,8 @@ async def serve(settings: Settings, announce: Callable[[str], None] = print) -> 
             close_resume_window(service, store, resumable, resumed, all_back, settings.resume_window_s,
                                 webhook_sender(settings, dispatcher)),
             name="resume-window")
+        resume_window.add_done_callback(
+            lambda task: None if task.cancelled() else finisher.finish_left_over(set(service.table.live)))
         install_drain(server, service, settings.drain_timeout_s)
         if not await auth.enabled():
             announce("voxfleet: WARNING: --dev: no API key checks: anyone who can reach this port can start "
@@ -139,6 +144,7 @@ async def serve(settings: Settings, announce: Callable[[str], None] = print) -> 
             resume_window.cancel()
         await backend.aclose()  # bots end first, so their sessions record "shutdown"
         await service.aclose()
+        await finisher.aclose()  # before the recorder: it stores what it finishes
         await recorder.aclose()
         await dispatcher.aclose()
         await store.close()
@@ -187,13 +193,17 @@ async def close_resume_window(service: SessionService, store: Store, resumable: 
     service.start()
 
 
-def lifecycle_hook(settings: Settings, recorder: SessionRecorder, dispatcher: WebhookDispatcher):
-    """Every session change is stored; those that are lifecycle events also go to the agent's webhook."""
+def lifecycle_hook(settings: Settings, recorder: SessionRecorder, dispatcher: WebhookDispatcher,
+                   on_end: Callable[[SessionRecord], None] | None = None):
+    """Every session change is stored; those that are lifecycle events also go to the agent's webhook.
+    `on_end` sees every change too (the recording finisher acts on ends)."""
     send = webhook_sender(settings, dispatcher)
     started_sent: set[str] = set()
 
     def on_change(record: SessionRecord) -> None:
         recorder.record(record)
+        if on_end is not None:
+            on_end(record)
         timings = record.timings_ms
         # answered before a restart: the previous control plane sent its session.started
         started = record.session_id in started_sent or timings.get("answered", 1e18) <= timings.get("resumed", -1.0)
@@ -223,6 +233,22 @@ def webhook_sender(settings: Settings, dispatcher: WebhookDispatcher) -> Callabl
     return send
 
 
+def recording_finisher(settings: Settings, service: SessionService, store: Store, recorder: SessionRecorder,
+                       dispatcher: WebhookDispatcher) -> RecordingFinisher:
+    """Finishes recorded sessions' WAVs; their ``recording.ready`` goes to the agent's webhook."""
+    urls = {a.name: a.webhook_url for a in settings.agents if a.webhook_url}
+    recorded = {a.name for a in settings.agents if a.record}
+    if recorded:  # a directory we cannot make stops the start, naming it
+        settings.recordings_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def send_ready(session_id: str, agent: str, recording: dict[str, Any]) -> None:
+        if agent in urls:
+            dispatcher.enqueue(RECORDING_READY, urls[agent], recording_ready(session_id, agent, recording))
+
+    return RecordingFinisher(settings.recordings_dir, recorded, retention_days=settings.recordings.retention_days,
+                             recorder=recorder, store=store, lookup=service.table.get, send_ready=send_ready)
+
+
 def bot_specs(settings: Settings) -> dict[str, BotSpec]:
     """Each agent's bot settings, built once and handed whole to its templates or bot actors."""
     return {agent.name: BotSpec(
@@ -230,6 +256,7 @@ def bot_specs(settings: Settings) -> dict[str, BotSpec]:
         log_format=resolve_log_format(settings.log_format), idle_timeout_s=settings.idle_timeout_s,
         reconnect_s=settings.reconnect_s, memory_check_s=settings.memory_check_s, warm_nice=settings.warm_nice,
         advertised_addresses=list(settings.advertised_addresses), media_ports=settings.media_port_range,
+        recordings_dir=str(settings.recordings_dir) if agent.record else None,
     ) for agent in settings.agents}
 
 

@@ -107,6 +107,7 @@ class BotSession:
             lambda entry: self.emit(ModelLoad(model=entry, in_session=self.assigned.is_set())))
         self.preloader.install()
         self.niced = False
+        self.recording: Any = None  # a SessionRecording while this session is recorded
 
     # -- a warm bot ---------------------------------------------------------------------------
     async def prepare_warm(self) -> None:
@@ -168,6 +169,8 @@ class BotSession:
                 task.cancel()
             await self.tell_client_if_failed()
             await self.handler.close()
+            if self.recording is not None:
+                self.recording.close()  # the control plane turns it into a WAV
         code, reason, detail = self.outcome()
         if self.stream is not None:
             self.emit(RelayStats(**self.stream.stats()))
@@ -273,6 +276,7 @@ class BotSession:
         await self.stream.websocket.accept()
         self.observe_websocket_rtvi()
         self.observe_turns()
+        self.record_audio()
         runner_args = WebSocketRunnerArguments(
             websocket=self.stream.websocket, body=self.body, session_id=self.session_id,
             transport_type="websocket" if request.transport == "websocket" else None,
@@ -312,6 +316,7 @@ class BotSession:
 
         self.observe_rtvi(connection)
         self.observe_turns()
+        self.record_audio()
         shorten_audio_jitter_buffer(connection.pc)
 
         @connection.event_handler("connected")
@@ -361,6 +366,24 @@ class BotSession:
         from voxfleet.runtime.turn_observer import observe_every_worker
 
         observe_every_worker(self.report_turn)
+
+    def record_audio(self) -> None:
+        """When the agent records: the caller's and the bot's audio of this session into its
+        recording file (``runtime/recording_observer.py``), for every transport alike."""
+        if not self.spec.recordings_dir or self.recording is not None or self.session_id is None:
+            return
+        from pathlib import Path
+
+        from voxfleet.runtime.recording_observer import RecordingObserver, SessionRecording
+        from voxfleet.runtime.turn_observer import add_to_every_worker
+
+        try:
+            self.recording = SessionRecording(Path(self.spec.recordings_dir), self.session_id)
+        except OSError as exc:  # an unwritable directory loses the recording, never the call
+            log.error("session %s: not recorded: %s", self.session_id, exc)
+            return
+        recording = self.recording
+        add_to_every_worker("recording", lambda: RecordingObserver(recording))
 
     def report_turn(self, turn: Any) -> None:
         self.emit(Turn(v2v_ms=turn.v2v_ms, stages_ms=turn.stages_ms, speech_end=turn.speech_end, at=time.time()))

@@ -62,6 +62,7 @@ class BotSpec:
     warm_nice: int = 0  # a warm bot's nice value until it takes a session
     advertised_addresses: list[str] = field(default_factory=list)
     media_ports: tuple[int, int] | None = None
+    recordings_dir: str | None = None  # the agent records: each session's audio goes here (recording_observer)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))

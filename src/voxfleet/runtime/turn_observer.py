@@ -73,15 +73,27 @@ def observe_every_worker(on_turn: Callable[[TurnBreakdown], None]) -> None:
     """Add a TurnLatencyObserver reporting to `on_turn` to every ``PipelineWorker`` this process
     creates from now on (the bot is unchanged; a bot process hosts one session). Once per process:
     a second call keeps the first reporter."""
+    add_to_every_worker("turns", lambda: TurnLatencyObserver(on_turn))
+
+
+_FACTORIES: dict[str, Callable[[], BaseObserver]] = {}
+
+
+def add_to_every_worker(name: str, factory: Callable[[], BaseObserver]) -> None:
+    """Add an observer made by `factory` to every ``PipelineWorker`` this process creates from now
+    on (the turn observer; the recording observer, ``runtime/recording_observer.py``). Once per
+    `name` and process: a second call for a name keeps the first factory."""
     from pipecat.pipeline.worker import PipelineWorker
 
+    _FACTORIES.setdefault(name, factory)
     if getattr(PipelineWorker.__init__, "voxfleet_observed", False):
         return
     init = PipelineWorker.__init__
 
     def observed_init(worker: object, *args: object, **kwargs: object) -> None:
         init(worker, *args, **kwargs)  # type: ignore[arg-type]
-        worker.add_observer(TurnLatencyObserver(on_turn))  # type: ignore[attr-defined]
+        for make in _FACTORIES.values():
+            worker.add_observer(make())  # type: ignore[attr-defined]
 
     observed_init.voxfleet_observed = True  # type: ignore[attr-defined]
     PipelineWorker.__init__ = observed_init  # type: ignore[method-assign,assignment]

@@ -52,6 +52,7 @@ class SessionRecord:
     # how the session ends, unless its bot fails it, once an action that ends it is under way (a
     # transfer: the carrier closes the stream as it hands the call over, which reads as a hang-up)
     expected_end: tuple[EndReason, str] | None = None
+    recording: dict[str, Any] | None = None  # the finished recording (storage/recordings.py metadata)
 
     def mark(self, name: str, at: float | None = None) -> None:
         """Record a timing, in ms since the session was created."""
@@ -104,6 +105,7 @@ class SessionRecord:
             "latency": self.latency_summary(),
             "transcript": [dict(line) for line in self.transcript],
             **({"call": {**self.call, "timeline": list(self.call.get("timeline", []))}} if self.call else {}),
+            "recording": None if self.recording is None else dict(self.recording),
         }
 
     @classmethod

@@ -37,6 +37,7 @@ class SessionRow(Base):
     region: Mapped[str | None] = mapped_column(String(64), nullable=True)
     node: Mapped[str | None] = mapped_column(String(64), nullable=True)
     call: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # a phone call's carrier side
+    recording: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class SessionEventRow(Base):

@@ -110,6 +110,7 @@ class Store:
             v2v_p50_ms=latency.get("v2vP50Ms"), latency=latency, timings_ms=record.get("timingsMs") or {},
             transcript=record.get("transcript") or [], region_requested=record.get("regionRequested"),
             region=record.get("region"), node=record.get("node"), call=record.get("call"),
+            region=record.get("region"), node=record.get("node"), recording=record.get("recording"),
         )
         async with self.sessions.begin() as db:
             await db.merge(SessionRow(**values))
@@ -151,6 +152,13 @@ class Store:
             for row in rows:
                 row.state, row.end_reason, row.end_detail, row.ended_at = "ended", reason, detail, now
         return [row.id for row in rows]
+
+    async def set_recording(self, session_id: str, recording: dict[str, Any]) -> bool:
+        """Record a session's recording metadata (finished, or expired); False if no such session."""
+        async with self.sessions.begin() as db:
+            result = cast(CursorResult[Any], await db.execute(
+                update(SessionRow).where(SessionRow.id == session_id).values(recording=recording)))
+        return result.rowcount == 1
 
     # -- API keys ---------------------------------------------------------------------------
     async def create_key(self, scope: str, name: str = "") -> tuple[str, dict[str, Any]]:
@@ -235,6 +243,7 @@ def _public(row: SessionRow) -> dict[str, Any]:
         "latency": row.latency, "transcript": row.transcript,
         "regionRequested": row.region_requested, "region": row.region, "node": row.node,
         **({"call": row.call} if row.call else {}),
+        "recording": row.recording,
     }
 
 

@@ -33,3 +33,13 @@ def event_for(session: dict[str, Any], started_sent: bool) -> tuple[str, dict[st
     }
     kind = "session.failed" if session["endReason"] in FAILED_REASONS else "session.ended"
     return kind, payload
+
+
+RECORDING_READY = "recording.ready"
+
+
+def recording_ready(session_id: str, agent: str, recording: dict[str, Any]) -> dict[str, Any]:
+    """The payload of ``recording.ready``: the session's recording is finished and can be fetched
+    (with a private key) from ``url``, relative to voxfleet's base URL."""
+    return {"sessionId": session_id, "agent": agent, "url": f"/v1/sessions/{session_id}/recording",
+            "recording": dict(recording)}

@@ -1,13 +1,13 @@
-"""a phone call's carrier side: carrier, direction, carrier call id, numbers, status timeline
+"""a session's recording: its metadata once finished (format, channels, rate, duration, size, state)
 
-Revision ID: 0003
+Revision ID: 0003_recording
 Revises: 0002
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003"
+revision = "0003_recording"
 down_revision = "0002"
 branch_labels = None
 depends_on = None
@@ -15,9 +15,9 @@ depends_on = None
 
 def upgrade() -> None:
     with op.batch_alter_table("sessions") as batch:
-        batch.add_column(sa.Column("call", sa.JSON()))
+        batch.add_column(sa.Column("recording", sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("sessions") as batch:
-        batch.drop_column("call")
+        batch.drop_column("recording")
