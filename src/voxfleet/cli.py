@@ -164,6 +164,12 @@ async def bench_phone(args: argparse.Namespace) -> dict:
                                  provider=args.provider)
 
 
+async def bench_outbound(args: argparse.Namespace) -> dict:
+    from voxfleet.bench.outbound import run_outbound_bench
+
+    return await run_outbound_bench(calls=args.calls, record=args.record, question_text=args.question)
+
+
 async def bench_flood(args: argparse.Namespace) -> dict:
     from voxfleet.bench.flood import run_flood_bench
 
@@ -320,6 +326,13 @@ def main(argv: list[str] | None = None) -> int:
                        help="the carrier whose protocol the calls speak (twilio, plivo, ...)")
     phone.add_argument("--json", action="store_true")
     phone.set_defaults(func=cmd_bench, run=bench_phone)
+    outbound = bench_sub.add_parser("outbound", help="outbound calls: request -> callee hears the first word, "
+                                                     "answer -> first word, V2V; --record: recording on vs off")
+    outbound.add_argument("-n", "--calls", type=int, default=10)
+    outbound.add_argument("--record", action="store_true", help="alternate with an agent that records its calls")
+    outbound.add_argument("--question", default="What is the capital of France?")
+    outbound.add_argument("--json", action="store_true")
+    outbound.set_defaults(func=cmd_bench, run=bench_outbound)
     flood = bench_sub.add_parser("flood", help="one client floods /start: what it gets, and another caller's "
                                                "start-to-audio idle vs during the flood")
     flood.add_argument("-n", "--calls", type=int, default=10)

@@ -85,6 +85,7 @@ class CallResult:
     after: TwimlAnswer | None = None  # what <Connect action> answered once the stream ended
     after_error: str | None = None  # the action URL could not be asked (Twilio then plays its application error)
     v2v_ms: list[float] = field(default_factory=list)  # end of each utterance -> the bot's first audio after it
+    started_at: float | None = None  # time.monotonic() when start was sent (the clock of the times above)
 
     def pcm16(self) -> np.ndarray:
         return ulaw_to_pcm16(bytes(self.audio))
@@ -165,7 +166,7 @@ class TwilioCaller:
             start.update(start_overrides or {})
             await ws.send(json.dumps({"event": "start", "sequenceNumber": "1", "start": start,
                                       "streamSid": stream_sid}))
-            started = time.monotonic()
+            started = result.started_at = time.monotonic()
             listener = asyncio.create_task(self._listen(ws, result, started, stream_sid))
             try:
                 frames = _MediaFrames(ws, stream_sid)

@@ -110,7 +110,7 @@ class Store:
             v2v_p50_ms=latency.get("v2vP50Ms"), latency=latency, timings_ms=record.get("timingsMs") or {},
             transcript=record.get("transcript") or [], region_requested=record.get("regionRequested"),
             region=record.get("region"), node=record.get("node"), call=record.get("call"),
-            region=record.get("region"), node=record.get("node"), recording=record.get("recording"),
+            recording=record.get("recording"),
         )
         async with self.sessions.begin() as db:
             await db.merge(SessionRow(**values))
