@@ -198,7 +198,7 @@ async def test_calls_need_twilio_credentials_and_other_sessions_cannot_be_transf
             assert "TWILIO_ACCOUNT_SID" in reply.json()["error"]
             started = (await http.post("/start", json={})).json()["sessionId"]
             moved = await http.post(f"/v1/sessions/{started}/transfer", json={"to": "+15005550999"})
-            assert moved.status_code == 409 and "only Twilio phone calls" in moved.json()["error"]
+            assert moved.status_code == 409 and "only phone calls of twilio" in moved.json()["error"]
             assert (await http.get("/v1/calls/nope")).status_code == 404
         assert not twilio.requests
     finally:

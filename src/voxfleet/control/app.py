@@ -16,7 +16,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from voxfleet import __version__
 from voxfleet.config import Settings
-from voxfleet.control import exotel, ops, outbound, pages, plivo, recordings_api, sessions_api, telephony, telnyx
+from voxfleet.control import (
+    exotel, ops, outbound, pages, plivo, recordings_api, sessions_api, telephony, telnyx, twilio_calls,
+)
 from voxfleet.control.auth import Auth
 from voxfleet.control.errors import error_response, install_error_handlers
 from voxfleet.control.state import AppState, Readiness, app_state
@@ -64,6 +66,7 @@ def build_app(state: AppState) -> FastAPI:
     app.include_router(ops.router)
     app.include_router(telephony.router)
     app.include_router(outbound.router)
+    app.include_router(twilio_calls.router)
     app.include_router(plivo.router)
     app.include_router(telnyx.router)
     app.include_router(exotel.router)

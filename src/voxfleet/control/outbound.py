@@ -10,8 +10,12 @@ progress to ``.../status`` (signed, like every Twilio webhook). A call that is n
 that reason, which releases its reservation. ``GET /v1/calls/{id}`` shows the call's timeline,
 ``DELETE /v1/calls/{id}`` cancels (or ends) it.
 
-Transfer: ``POST /v1/sessions/{id}/transfer {to}`` hands a live Twilio call to a number (the
+Transfer: ``POST /v1/sessions/{id}/transfer {to}`` hands a live call to a number (Twilio: the
 call's TwiML is replaced by a ``<Dial>``); the bot stops and the session ends ``transferred``.
+
+What is carrier-neutral lives here; a carrier that can dial is a :class:`Dialer` in ``DIALERS``
+(its REST calls), plus its answer and status webhooks, which call :func:`answered` and
+:func:`report` (Twilio's: ``control/twilio_calls.py``).
 """
 
 from __future__ import annotations
@@ -19,21 +23,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from twilio.twiml.voice_response import VoiceResponse
 
+from voxfleet.config import Settings
 from voxfleet.control import twilio_rest
 from voxfleet.control.calls import remember_call
 from voxfleet.control.state import AppState, State, require_private
-from voxfleet.control.telephony import base_url, connect_stream, goodbye, hang_up_twiml, verify_signature
+from voxfleet.control.telephony import base_url
 from voxfleet.end_reasons import EndReason
 from voxfleet.exceptions import CallNotFound, InvalidRequest, SessionConflict, SessionNotFound, VoxfleetError
 from voxfleet.scheduler.sessions import ACTIVE, ENDED, SessionRecord
-from voxfleet.transports.call_progress import FINAL, TWILIO_STATUS, CallProgress
+from voxfleet.transports.call_progress import FINAL, CallProgress
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +50,32 @@ E164 = r"^\+[1-9][0-9]{6,14}$"
 CONNECT_GRACE_S = 30.0  # after the ring timeout: answer webhook + stream, before the session gives up
 REPORT_GRACE_S = 10.0  # after the ring timeout: the carrier's no-answer report, before voxfleet cancels
 MAX_CALLS_TRACKED = 10_000
+
+
+@dataclass(frozen=True)
+class Dialer:
+    """A carrier voxfleet can place and move calls with (its REST API).
+
+    - ``check(settings)``: CarrierNotConfigured without its credentials;
+    - ``dial(settings, to=, from_=, answer_url=, status_url=, ring_timeout_s=, machine_detection=)``
+      -> ``{"sid": the carrier's call id, "status": our status}``; InvalidRequest naming ``to`` /
+      ``from`` for a number it refuses, CarrierError otherwise;
+    - ``end(settings, call_id, canceled)``: cancel a ringing call / hang up a live one;
+    - ``transfer(settings, call_id, to, from_)``: hand a live call to a number.
+    ``webhooks``: the path its answer (``/outbound``) and status (``/status``) webhooks hang from.
+    """
+
+    check: Callable[[Settings], None]
+    dial: Callable[..., Awaitable[dict[str, Any]]]
+    end: Callable[[Settings, str, bool], Awaitable[None]]
+    transfer: Callable[[Settings, str, str, str | None], Awaitable[None]]
+    webhooks: str
+
+
+DIALERS: dict[str, Dialer] = {
+    "twilio": Dialer(twilio_rest.client, twilio_rest.dial, twilio_rest.end, twilio_rest.transfer,
+                     "/v1/telephony/twilio"),
+}
 
 
 class DialRequest(BaseModel):
@@ -57,7 +89,7 @@ class DialRequest(BaseModel):
         "stream's answeredBy parameter and the call's timeline.")
     ringTimeoutS: int | None = Field(default=None, ge=5, le=600,
                                      description="How long it rings (default telephony.ring_timeout_s).")
-    carrier: Literal["twilio"] = "twilio"
+    carrier: Literal["twilio"] = Field(default="twilio", description="The carrier that places the call.")
     region: str | None = Field(default=None, max_length=64, description="The region to run the bot in.")
 
 
@@ -82,9 +114,10 @@ def _progress_changed(state: AppState, record: SessionRecord, progress: CallProg
     state.service.on_change(record)  # stored with the record
 
 
-def _report(state: AppState, record: SessionRecord, status: str, detail: str = "", **data: Any) -> None:
-    """A status of the session's dialled call; a final one of a call never answered ends the
-    session with its reason (which releases its bot), once."""
+def report(state: AppState, record: SessionRecord, status: str, detail: str = "", **data: Any) -> None:
+    """A status (``call_progress.STATUSES``) of the session's dialled call, from its carrier's
+    status webhook; a final one of a call never answered ends the session with its reason (which
+    releases its bot), once."""
     progress = state.outbound.get(record.session_id)
     if progress is None:
         return
@@ -101,38 +134,38 @@ def _report(state: AppState, record: SessionRecord, status: str, detail: str = "
 async def dial_out(agent: str, request: DialRequest, http_request: Request, state: State) -> JSONResponse:
     """Place an outbound call answered by a bot of `agent` (reserved before it is dialled)."""
     settings = state.settings
-    twilio_rest.client(settings)  # credentials first: nothing is reserved for a call that cannot be placed
+    dialer = DIALERS[request.carrier]
+    dialer.check(settings)  # credentials first: nothing is reserved for a call that cannot be placed
     ring = request.ringTimeoutS or settings.telephony.ring_timeout_s
     body = {**(request.body or {}), "call": {"To": request.to, "From": request.from_, "Direction": "outbound-api"}}
     service = state.service
-    record = await service.start_session(agent, body, transport="twilio", region=request.region, queue=False,
+    record = await service.start_session(agent, body, transport=request.carrier, region=request.region, queue=False,
                                          connect_timeout=ring + CONNECT_GRACE_S)
     progress = state.outbound[record.session_id] = CallProgress()
     while len(state.outbound) > MAX_CALLS_TRACKED:
         state.outbound.popitem(last=False)
-    record.call = {"carrier": "twilio", "direction": "outbound", "carrierCallId": None, "from": request.from_,
+    record.call = {"carrier": request.carrier, "direction": "outbound", "carrierCallId": None, "from": request.from_,
                    "to": request.to, "ringTimeoutS": ring, **progress.to_public()}
     try:
         await service.bot_started(record.session_id)  # an answered call never waits for its bot
     except VoxfleetError:
         log.warning("session %s: its bot could not start; %s is not called", record.session_id, request.to)
         raise
-    base = base_url(settings, http_request)
+    hooks = f"{base_url(settings, http_request)}{dialer.webhooks}/{agent}"
     query = f"?session={record.session_id}"
     try:
-        placed = await twilio_rest.dial(
-            settings, to=request.to, from_=request.from_, url=f"{base}/v1/telephony/twilio/{agent}/outbound{query}",
-            status_callback=f"{base}/v1/telephony/twilio/{agent}/status{query}", ring_timeout_s=ring,
-            machine_detection=request.machineDetection)
+        placed = await dialer.dial(
+            settings, to=request.to, from_=request.from_, answer_url=f"{hooks}/outbound{query}",
+            status_url=f"{hooks}/status{query}", ring_timeout_s=ring, machine_detection=request.machineDetection)
     except VoxfleetError as exc:
-        _report(state, record, "failed", str(exc))  # ends the session dial_failed: its bot is released
+        report(state, record, "failed", str(exc))  # ends the session dial_failed: its bot is released
         raise
     record.call["carrierCallId"] = placed["sid"]
-    remember_call(state, "twilio", placed["sid"], record.session_id)
-    _report(state, record, TWILIO_STATUS.get(placed.get("status") or "", "queued"))
+    remember_call(state, request.carrier, placed["sid"], record.session_id)
+    report(state, record, placed.get("status") or "queued")
     service.tasks.spawn(_ring_deadline(state, record, ring + REPORT_GRACE_S), f"ring:{record.session_id}")
-    log.info("session %s: calling %s from %s (Twilio call %s)", record.session_id, request.to, request.from_,
-             placed["sid"])
+    log.info("session %s: calling %s from %s (%s call %s)", record.session_id, request.to, request.from_,
+             request.carrier, placed["sid"])
     return JSONResponse(call_view(record), status_code=201)
 
 
@@ -144,63 +177,38 @@ async def _ring_deadline(state: AppState, record: SessionRecord, seconds: float)
     if record.state == ENDED or progress is None or progress.answered_at is not None:
         return
     log.warning("session %s: its call was not answered within %.0fs; canceling it", record.session_id, seconds)
-    _report(state, record, "no-answer", f"not answered within {seconds:.0f}s")  # before the carrier's "canceled"
+    report(state, record, "no-answer", f"not answered within {seconds:.0f}s")  # before the carrier's "canceled"
     await _end_at_carrier(state, record, "canceled")
 
 
 async def _end_at_carrier(state: AppState, record: SessionRecord, status: str) -> None:
-    call_sid = record.call.get("carrierCallId")
-    if not call_sid:
+    call_id, dialer = record.call.get("carrierCallId"), DIALERS.get(record.call.get("carrier", ""))
+    if not call_id or dialer is None:
         return
     try:
-        await twilio_rest.update(state.settings, call_sid, f"end call {call_sid}", status=status)
+        await dialer.end(state.settings, call_id, status == "canceled")
     except VoxfleetError as exc:  # a call already over at the carrier cannot be ended again
-        log.warning("session %s: could not end call %s at Twilio: %s", record.session_id, call_sid, exc)
+        log.warning("session %s: could not end call %s at %s: %s", record.session_id, call_id,
+                    record.call.get("carrier"), exc)
 
 
-def _session_of_call(state: AppState, request: Request) -> SessionRecord | None:
+def session_of_call(state: AppState, request: Request, field: str, call_id: str | None) -> SessionRecord | None:
+    """The session a carrier's webhook of a dialled call is for (its ``?session=``), or None when
+    it is gone; InvalidRequest naming `field` if `call_id` is another call's."""
     try:
-        return state.service.get(request.query_params.get("session", ""))
+        record = state.service.get(request.query_params.get("session", ""))
     except SessionNotFound:
         return None
-
-
-def _check_call_sid(record: SessionRecord, params: dict[str, str]) -> None:
     known = record.call.get("carrierCallId")
-    if known and params.get("CallSid") != known:
-        raise InvalidRequest("CallSid", params.get("CallSid"), f"session {record.session_id} is call {known}")
+    if known and call_id != known:
+        raise InvalidRequest(field, call_id, f"session {record.session_id} is call {known}")
+    return record
 
 
-@router.post("/v1/telephony/twilio/{agent}/outbound")
-async def outbound_answered(agent: str, request: Request, state: State) -> Response:
-    """Twilio: the callee of an outbound call answered; connect it to the session's bot."""
-    params = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
-    verify_signature(state.settings, request, params)
-    record = _session_of_call(state, request)
-    if record is None or record.state == ENDED:  # canceled or timed out as it was answered
-        return goodbye(state.settings.telephony.goodbye_message) if record is None else hang_up_twiml()
-    _check_call_sid(record, params)
-    answered_by = params.get("AnsweredBy")
-    _report(state, record, "answered", answeredBy=answered_by)
-    return connect_stream(state, request, record.session_id, {"answeredBy": answered_by} if answered_by else None)
-
-
-@router.post("/v1/telephony/twilio/{agent}/status")
-async def outbound_status(agent: str, request: Request, state: State) -> Response:
-    """Twilio's status callback of an outbound call: recorded in its timeline; a call that ended
-    unanswered ends its session."""
-    params = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
-    verify_signature(state.settings, request, params)
-    status = TWILIO_STATUS.get(params.get("CallStatus", ""))
-    if status is None:
-        raise InvalidRequest("CallStatus", params.get("CallStatus"), f"one of {', '.join(TWILIO_STATUS)}")
-    record = _session_of_call(state, request)
-    if record is not None:
-        _check_call_sid(record, params)
-        detail = " ".join(f"{k} {params[k]}" for k in ("SipResponseCode", "ErrorCode") if params.get(k))
-        _report(state, record, status, detail, answeredBy=params.get("AnsweredBy"),
-                durationS=params.get("CallDuration"))
-    return Response(status_code=204)
+def answered(state: AppState, record: SessionRecord, answered_by: str | None) -> None:
+    """The callee answered (the carrier's answer webhook): the carrier's markup then connects
+    the call's media stream to the session's bot."""
+    report(state, record, "answered", answeredBy=answered_by)
 
 
 async def _call_record(state: AppState, call_id: str) -> SessionRecord | dict[str, Any]:
@@ -232,7 +240,7 @@ async def end_call(call_id: str, state: State) -> dict[str, Any]:
     progress = state.outbound.get(record.session_id)
     if progress is not None and progress.answered_at is None and progress.status not in FINAL:
         await _end_at_carrier(state, record, "canceled")
-        _report(state, record, "canceled", "canceled through DELETE /v1/calls/{id}")
+        report(state, record, "canceled", "canceled through DELETE /v1/calls/{id}")
     else:
         await _end_at_carrier(state, record, "completed")
         await state.service.hang_up(record.session_id, EndReason.HANGUP)
@@ -243,25 +251,21 @@ async def end_call(call_id: str, state: State) -> dict[str, Any]:
 async def transfer(session_id: str, request: TransferRequest, state: State) -> dict[str, Any]:
     """Hand a live phone call to a number; its bot stops and the session ends ``transferred``."""
     record = state.service.get(session_id)
-    call_sid = record.call.get("carrierCallId")
-    if record.transport != "twilio" or not call_sid:
+    call_id, dialer = record.call.get("carrierCallId"), DIALERS.get(record.transport)
+    if dialer is None or not call_id:
         raise SessionConflict(session_id, f"a {record.transport} session",
-                              "transfer it (only Twilio phone calls can be transferred)")
+                              f"transfer it (only phone calls of {', '.join(DIALERS)} can be transferred)")
     if record.state != ACTIVE:
         raise SessionConflict(session_id, record.state, "transfer it (only a connected call can be)")
-    twiml = VoiceResponse()
-    dial = twiml.dial(caller_id=request.from_) if request.from_ else twiml.dial()
-    dial.number(request.to)
     detail = f"to {request.to}"
-    # Twilio closes the call's stream as it hands the call over: that end is the transfer's
+    # the carrier closes the call's stream as it hands the call over: that end is the transfer's
     record.expected_end = (EndReason.TRANSFERRED, detail)
     try:
-        await twilio_rest.update(state.settings, call_sid, f"transfer call {call_sid} to {request.to}",
-                                 {"to": request.to}, twiml=str(twiml))
+        await dialer.transfer(state.settings, call_id, request.to, request.from_)
     except VoxfleetError:
         record.expected_end = None
         raise
     record.call["transfer"] = {"to": request.to, "at": time.time()}
-    log.info("session %s: call %s transferred %s", session_id, call_sid, detail)
+    log.info("session %s: call %s transferred %s", session_id, call_id, detail)
     await state.service.hang_up(session_id, EndReason.TRANSFERRED)
     return record.to_public()

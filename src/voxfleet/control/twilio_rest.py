@@ -14,6 +14,7 @@ from typing import Any
 
 from voxfleet.config import Settings
 from voxfleet.exceptions import CarrierError, CarrierNotConfigured, InvalidRequest
+from voxfleet.transports.call_progress import TWILIO_STATUS
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +57,17 @@ async def _run(settings: Settings, what: str, fields: dict[str, str], request: A
         raise CarrierError(f"could not {what}: Twilio's REST API did not answer ({type(exc).__name__}: {exc})") from None
 
 
-async def dial(settings: Settings, *, to: str, from_: str, url: str, status_callback: str, ring_timeout_s: int,
+async def dial(settings: Settings, *, to: str, from_: str, answer_url: str, status_url: str, ring_timeout_s: int,
                machine_detection: str | None) -> dict[str, Any]:
-    """Place a call (``POST /Calls``) whose answer asks `url` for TwiML and whose progress is
-    reported to `status_callback`; returns Twilio's ``sid`` and ``status``."""
+    """Place a call (``POST /Calls``) whose answer asks `answer_url` for TwiML and whose progress
+    is reported to `status_url`; returns Twilio's ``sid`` and the status (ours)."""
     def create(rest: Any) -> dict[str, Any]:
         options: dict[str, Any] = {"machine_detection": machine_detection} if machine_detection else {}
         call = rest.calls.create(
-            to=to, from_=from_, url=url, method="POST", status_callback=status_callback, status_callback_method="POST",
-            status_callback_event=["initiated", "ringing", "answered", "completed"], timeout=ring_timeout_s, **options)
-        return {"sid": call.sid, "status": call.status}
+            to=to, from_=from_, url=answer_url, method="POST", status_callback=status_url,
+            status_callback_method="POST", status_callback_event=["initiated", "ringing", "answered", "completed"],
+            timeout=ring_timeout_s, **options)
+        return {"sid": call.sid, "status": TWILIO_STATUS.get(call.status or "", "queued")}
 
     return await _run(settings, f"call {to}", {"to": to, "from": from_}, create)  # type: ignore[no-any-return]
 
@@ -75,6 +77,22 @@ async def update(settings: Settings, call_sid: str, what: str, fields: dict[str,
     """Update a live call (``POST /Calls/{sid}``): ``status="completed"`` / ``"canceled"`` ends it,
     ``twiml=`` replaces what it does (a transfer's ``<Dial>``)."""
     await _run(settings, what, fields or {}, lambda rest: rest.calls(call_sid).update(**changes))
+
+
+async def end(settings: Settings, call_sid: str, canceled: bool) -> None:
+    """Cancel a call still ringing, or end a live one."""
+    await update(settings, call_sid, f"end call {call_sid}", status="canceled" if canceled else "completed")
+
+
+async def transfer(settings: Settings, call_sid: str, to: str, from_: str | None) -> None:
+    """Hand a live call to `to`: its TwiML becomes ``<Dial callerId=from_><Number>to</Number></Dial>``,
+    and Twilio leaves the call's media stream for it."""
+    from twilio.twiml.voice_response import VoiceResponse
+
+    twiml = VoiceResponse()
+    dial = twiml.dial(caller_id=from_) if from_ else twiml.dial()
+    dial.number(to)
+    await update(settings, call_sid, f"transfer call {call_sid} to {to}", {"to": to}, twiml=str(twiml))
 
 
 async def hang_up_call(settings: Settings, call_sid: str) -> None:
