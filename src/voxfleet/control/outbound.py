@@ -212,13 +212,15 @@ def answered(state: AppState, record: SessionRecord, answered_by: str | None) ->
 
 
 async def _call_record(state: AppState, call_id: str) -> SessionRecord | dict[str, Any]:
+    """The call's session: its live record while it is in memory (DELETE acts on it), else its
+    stored public form."""
     try:
         record: SessionRecord | dict[str, Any] = state.service.get(call_id)
     except SessionNotFound:
-        stored = await state.store.get_session(call_id)
-        if stored is None:
+        try:
+            record = await state.public_session(call_id)
+        except SessionNotFound:
             raise CallNotFound(call_id) from None
-        record = stored
     call = record.call if isinstance(record, SessionRecord) else record.get("call")
     if not call:
         raise CallNotFound(call_id)

@@ -4,27 +4,15 @@ seeks with them). Every refusal is a 404 whose code says why (``RecordingNotFoun
 
 from __future__ import annotations
 
-from typing import Any
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import FileResponse
 
-from voxfleet.control.state import AppState, State, require_private
-from voxfleet.exceptions import RecordingNotFound, SessionNotFound
+from voxfleet.control.state import State, require_private
+from voxfleet.exceptions import RecordingNotFound
 from voxfleet.storage import recordings
 
 router = APIRouter()
-
-
-async def session_of(state: AppState, session_id: str) -> dict[str, Any]:
-    """The session's public record: in memory while it is recent, else from the store."""
-    try:
-        return state.service.get(session_id).to_public()
-    except SessionNotFound:
-        stored = await state.store.get_session(session_id)
-        if stored is None:
-            raise
-        return stored
 
 
 @router.api_route("/v1/sessions/{session_id}/recording", methods=["GET", "HEAD"], tags=["v1"],
@@ -33,7 +21,7 @@ async def session_of(state: AppState, session_id: str) -> dict[str, Any]:
                   responses={200: {"content": {"audio/wav": {}}, "description": "The session's recording (WAV)."}})
 async def get_recording(session_id: str, state: State) -> FileResponse:
     """The session's recording: one WAV, 16-bit stereo, the caller left and the bot right."""
-    session = await session_of(state, session_id)
+    session = await state.public_session(session_id)
     recording = session.get("recording") or {}
     agent = next((a for a in state.settings.agents if a.name == session["agent"]), None)
     if not recording and (agent is None or not agent.record):

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from voxfleet.control.state import AppState, State, require_private
 from voxfleet.control.telephony import WS_PATH, base_url, ws_base
-from voxfleet.exceptions import InvalidRequest, SessionNotFound
+from voxfleet.exceptions import InvalidRequest
 from voxfleet.transports.signaling import check_candidates, check_offer_sdp
 
 REGION_HEADER = "X-Voxfleet-Region"
@@ -184,13 +184,7 @@ async def list_sessions(state: State, limit: int = Query(default=50, ge=1, le=10
 
 @router.get("/v1/sessions/{session_id}", tags=["v1"], dependencies=private)
 async def get_session(session_id: str, state: State) -> dict[str, Any]:
-    try:
-        return state.service.get(session_id).to_public()
-    except SessionNotFound:
-        stored = await state.store.get_session(session_id)
-        if stored is None:
-            raise
-        return stored
+    return await state.public_session(session_id)
 
 
 @router.delete("/v1/sessions/{session_id}", tags=["v1"], dependencies=private)

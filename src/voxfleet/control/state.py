@@ -16,6 +16,7 @@ from starlette.requests import HTTPConnection
 
 from voxfleet.config import Settings
 from voxfleet.control.auth import Auth
+from voxfleet.exceptions import SessionNotFound
 from voxfleet.scheduler.service import SessionService
 from voxfleet.storage.store import Store
 from voxfleet.transports.call_progress import CallProgress
@@ -52,6 +53,17 @@ class AppState:
     @property
     def default_agent(self) -> str:
         return self.settings.agents[0].name
+
+    async def public_session(self, session_id: str) -> dict[str, Any]:
+        """A session's public record: in memory while it is recent, else from the store
+        (SessionNotFound if neither has it)."""
+        try:
+            return self.service.get(session_id).to_public()
+        except SessionNotFound:
+            stored = await self.store.get_session(session_id)
+            if stored is None:
+                raise
+            return stored
 
 
 def app_state(connection: HTTPConnection) -> AppState:
