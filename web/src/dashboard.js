@@ -170,9 +170,21 @@ async function renderDetail() {
         <h3>Turns, by stage</h3><div class="turns">${turnBars(s.latency.turns ?? [])}</div>
         ${stageTable(s.latency.stagesMs ?? {})}
         <h3>Service TTFB (p50)</h3><ul class="plain">${ttfb}</ul></div>
-      <div><h3>Timeline</h3><ol class="timeline">${timeline}</ol></div>
+      <div><h3>Timeline</h3><ol class="timeline">${timeline}</ol>${callBlock(s)}</div>
       <div><h3>Transcript</h3><div class="transcript">${transcript}</div></div>
     </div>`;
+}
+
+// A phone call's carrier side: numbers, status and the carrier's reports, in ms since the session began.
+function callBlock(s) {
+  const c = s.call;
+  if (!c) return "";
+  const reports = (c.timeline ?? []).map((e) => `<li><b>${Math.round((e.at - s.createdAt) * 1000)} ms</b> ${esc(e.status)}${
+    e.answeredBy ? ` (${esc(e.answeredBy)})` : ""}${e.detail ? ` · ${esc(e.detail)}` : ""}</li>`).join("");
+  const transfer = c.transfer ? `<li>transferred to <b>${esc(c.transfer.to)}</b></li>` : "";
+  return `<h3>Call</h3><ul class="plain"><li>${esc(c.direction)} · ${esc(c.carrier)} · ${esc(c.carrierCallId ?? "—")}</li>
+    <li>${esc(c.from ?? "—")} → ${esc(c.to ?? "—")}${c.status ? ` · <b>${esc(c.status)}</b>` : ""}</li>${transfer}</ul>
+    ${reports ? `<ol class="timeline">${reports}</ol>` : ""}`;
 }
 
 // The session's recording: fetched with the dashboard's key (an <audio src> cannot send one) and
