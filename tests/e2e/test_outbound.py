@@ -19,6 +19,7 @@ import pytest
 from tests.conftest import TWILIO_ACCOUNT_SID as ACCOUNT
 from tests.conftest import TWILIO_AUTH_TOKEN as AUTH_TOKEN
 from tests.conftest import TWILIO_ENV, Server, wait_for
+from voxfleet.bench.twilio_caller import TwilioCaller
 from voxfleet.testing.twilio_standin import Callee, TwilioStandIn
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]  # the stand-in serves on the fixtures' loop
@@ -186,6 +187,26 @@ async def test_a_live_call_is_transferred_and_its_session_ends_transferred(serve
     ended = await call_of(server, call_id)
     assert ended["endReason"] == "transferred" and ended["endDetail"] == "to +15005550999"
     assert ended["transfer"]["to"] == "+15005550999"
+    await asyncio.to_thread(warm_and_free, server)
+
+
+async def test_an_inbound_call_is_transferred_too(server, twilio):
+    await asyncio.to_thread(warm_and_free, server)
+    caller = TwilioCaller(server.url, AUTH_TOKEN, account_sid=ACCOUNT)
+    call_sid, answers = await caller.dial("tone")
+    call = twilio.inbound(call_sid, "+15005550006", "+15005550001")
+    streaming = asyncio.create_task(caller.stream(answers[-1], call_sid, [], listen_s=30, ended=call.left_stream))
+    session_id = answers[-1].parameters["session"]
+    record = await call_of(server, session_id, state="active")
+    assert record["direction"] == "inbound" and record["carrierCallId"] == call_sid
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        moved = await http.post(f"/v1/sessions/{session_id}/transfer", json={"to": "+15005550998", "from": FROM})
+    assert moved.status_code == 200, moved.text
+    result = await asyncio.wait_for(streaming, 15)
+    assert result.stopped_by_caller and call.transferred_to == "+15005550998"
+    assert 'callerId="+15005550006"' in call.twiml[-1]
+    ended = await call_of(server, session_id)
+    assert ended["endReason"] == "transferred"
     await asyncio.to_thread(warm_and_free, server)
 
 

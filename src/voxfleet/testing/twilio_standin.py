@@ -232,6 +232,12 @@ class TwilioStandIn:
         else:
             call.done.set()  # the call goes on, with the number it was handed to
 
+    def inbound(self, sid: str, from_: str, to: str) -> PlacedCall:
+        """An inbound call (placed by ``TwilioCaller``) that REST updates may then act on."""
+        call = self.calls[sid] = PlacedCall(sid, {"From": from_, "To": to}, status="in-progress")
+        call.answered_at = time.monotonic()
+        return call
+
     async def wait(self, sid: str, timeout: float = 30.0) -> PlacedCall:
         call = self.calls[sid]
         await asyncio.wait_for(call.done.wait(), timeout)
