@@ -19,3 +19,12 @@ def test_event_choice():
     kind, payload = event_for(session("ended", "hangup"), True)
     assert kind == "session.ended" and payload["durationS"] == 30.5 and payload["turnsV2vMs"] == [900.0]
     assert event_for(session("ended", "crashed"), True)[0] == "session.failed"
+
+
+def test_a_phone_calls_end_carries_its_call_and_a_transfer_says_where():
+    call = {"carrier": "twilio", "direction": "outbound", "carrierCallId": "CA1", "status": "answered",
+            "transfer": {"to": "+15005550999", "at": 120.0}, "timeline": [{"status": "answered", "at": 101.0}]}
+    kind, payload = event_for({**session("ended", "transferred"), "endDetail": "to +15005550999", "call": call}, True)
+    assert kind == "session.ended" and payload["endReason"] == "transferred"
+    assert payload["call"]["transfer"]["to"] == "+15005550999" and payload["endDetail"] == "to +15005550999"
+    assert "call" not in event_for(session("ended", "hangup"), True)[1]  # a WebRTC session has none
