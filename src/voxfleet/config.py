@@ -414,6 +414,15 @@ class Settings(BaseSettings):
         description="Telnyx API key (env TELNYX_API_KEY, as Pipecat's Telnyx serializer reads it): hangs up a call "
         "through Telnyx's REST API when its bot ends it; Telnyx webhooks are refused without it.",
     )
+    telnyx_account_sid: str | None = Field(
+        default=None, validation_alias=AliasChoices("telnyx_account_sid", "TELNYX_ACCOUNT_SID"),
+        description="Telnyx account id (env TELNYX_ACCOUNT_SID; a TeXML webhook's AccountSid): with "
+        "TELNYX_TEXML_APP_ID, outbound calls and transfers through TeXML's REST API (/texml/Accounts/{id}/Calls).",
+    )
+    telnyx_texml_app_id: str | None = Field(
+        default=None, validation_alias=AliasChoices("telnyx_texml_app_id", "TELNYX_TEXML_APP_ID"),
+        description="The TeXML application outbound calls are placed with (env TELNYX_TEXML_APP_ID, its ApplicationSid).",
+    )
     telephony: TelephonySettings = Field(default_factory=TelephonySettings)
     recordings: RecordingSettings = Field(default_factory=RecordingSettings)
 

@@ -28,6 +28,8 @@ SCHEMA = {
     "/v1/sessions/{session_id}/transfer": {"post"},
     "/v1/telephony/telnyx/{agent}": {"post"},
     "/v1/telephony/telnyx/{agent}/ended": {"post"},
+    "/v1/telephony/telnyx/{agent}/outbound": {"post"},
+    "/v1/telephony/telnyx/{agent}/status": {"post"},
     "/v1/telephony/plivo/{agent}": {"post"},
     "/v1/telephony/plivo/{agent}/ended": {"post"},
     "/v1/telephony/exotel/{agent}": {"get", "post"},

@@ -133,10 +133,12 @@ class TelnyxCaller:
 
     async def stream(self, answer: TwimlAnswer, call_sid: str, speech: list[np.ndarray], *,
                      listen_s: float = 20.0, after_greeting: bool = True, send_stop: bool = True,
-                     start_overrides: dict[str, Any] | None = None) -> CallResult:
+                     start_overrides: dict[str, Any] | None = None,
+                     ended: asyncio.Event | None = None) -> CallResult:
         """Open the TeXML's stream as Telnyx does and hold a conversation: wait for the greeting,
         then say each utterance (8 kHz int16) in real time, streaming silence otherwise; listen
-        for the bot's answers; end with ``stop`` (the caller hung up)."""
+        for the bot's answers; end with ``stop`` (the caller hung up; at once when `ended` is set:
+        the call left the stream, as a REST update or a transfer does)."""
         assert answer.stream_url, "TeXML has no <Stream>"
         attributes = stream_attributes(answer)
         codec = attributes.get("codec", "default")
@@ -157,10 +159,18 @@ class TelnyxCaller:
             started = time.monotonic()
             listener = asyncio.create_task(self._listen(ws, result, started, stream))
             try:
-                result.v2v_ms = await converse(Pacer(lambda payload: stream.send_media(ws, payload)),
-                                               [pcm16_to_ulaw(s) for s in speech], SILENCE, result.speech_at, started,
-                                               listen_s=listen_s, after_greeting=after_greeting)
-                if send_stop:
+                conversation = asyncio.create_task(converse(
+                    Pacer(lambda payload: stream.send_media(ws, payload)), [pcm16_to_ulaw(s) for s in speech],
+                    SILENCE, result.speech_at, started, listen_s=listen_s, after_greeting=after_greeting))
+                left = asyncio.create_task((ended or asyncio.Event()).wait())
+                await asyncio.wait({conversation, left}, return_when=asyncio.FIRST_COMPLETED)
+                call_left = left.done()
+                left.cancel()
+                if conversation.done():
+                    result.v2v_ms = conversation.result()
+                else:
+                    conversation.cancel()
+                if send_stop or call_left:
                     result.stopped_by_caller = True
                     await ws.send(json.dumps({"event": "stop", "sequence_number": stream.next_sequence(),
                                               "stop": {"user_id": self.account.account_sid,

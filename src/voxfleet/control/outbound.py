@@ -32,7 +32,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from voxfleet.config import Settings
-from voxfleet.control import twilio_rest
+from voxfleet.control import telnyx_rest, twilio_rest
 from voxfleet.control.calls import remember_call
 from voxfleet.control.state import AppState, State, require_private
 from voxfleet.control.telephony import base_url
@@ -75,6 +75,8 @@ class Dialer:
 DIALERS: dict[str, Dialer] = {
     "twilio": Dialer(twilio_rest.client, twilio_rest.dial, twilio_rest.end, twilio_rest.transfer,
                      "/v1/telephony/twilio"),
+    "telnyx": Dialer(telnyx_rest.check, telnyx_rest.dial, telnyx_rest.end, telnyx_rest.transfer,
+                     "/v1/telephony/telnyx"),
 }
 
 
@@ -85,11 +87,11 @@ class DialRequest(BaseModel):
     body: dict[str, Any] | None = Field(
         default=None, description="Given to the bot as runner_args.body (its \"call\" key is set by voxfleet).")
     machineDetection: Literal["Enable", "DetectMessageEnd"] | None = Field(
-        default=None, description="Twilio answering-machine detection; its AnsweredBy reaches the bot as the "
+        default=None, description="Answering-machine detection (Twilio, Telnyx); its AnsweredBy reaches the bot as the "
         "stream's answeredBy parameter and the call's timeline.")
     ringTimeoutS: int | None = Field(default=None, ge=5, le=600,
                                      description="How long it rings (default telephony.ring_timeout_s).")
-    carrier: Literal["twilio"] = Field(default="twilio", description="The carrier that places the call.")
+    carrier: Literal["twilio", "telnyx"] = Field(default="twilio", description="The carrier that places the call.")
     region: str | None = Field(default=None, max_length=64, description="The region to run the bot in.")
 
 
@@ -160,8 +162,9 @@ async def dial_out(agent: str, request: DialRequest, http_request: Request, stat
     except VoxfleetError as exc:
         report(state, record, "failed", str(exc))  # ends the session dial_failed: its bot is released
         raise
-    record.call["carrierCallId"] = placed["sid"]
-    remember_call(state, request.carrier, placed["sid"], record.session_id)
+    if placed["sid"]:  # else its carrier's first signed webhook says it (Telnyx's answer may not)
+        record.call["carrierCallId"] = placed["sid"]
+        remember_call(state, request.carrier, placed["sid"], record.session_id)
     report(state, record, placed.get("status") or "queued")
     service.tasks.spawn(_ring_deadline(state, record, ring + REPORT_GRACE_S), f"ring:{record.session_id}")
     log.info("session %s: calling %s from %s (%s call %s)", record.session_id, request.to, request.from_,

@@ -37,6 +37,7 @@ from voxfleet.config import Settings
 from voxfleet.control.calls import ConnectStream, Hold, admit_call, after_stream
 from voxfleet.control.state import AppState, State
 from voxfleet.control.streams import receive_frame, reject
+from voxfleet.end_reasons import EndReason
 from voxfleet.control.telephony import HANDSHAKE_TIMEOUT_S, base_url, run_stream, ws_base
 from voxfleet.exceptions import InvalidRequest, StreamProtocolError, StreamRejected, StreamTokenInvalid
 from voxfleet.exceptions import TelephonySignatureInvalid
@@ -82,9 +83,10 @@ def redirect(response: ET.Element, url: str) -> None:
     ET.SubElement(response, "Redirect", method="POST").text = url
 
 
-def connect_stream(state: AppState, request: Request, session_id: str) -> Response:
-    """``<Connect><Stream>`` to the session's bot, then the ``<Redirect>`` Telnyx follows once
-    the stream has stopped (``stream_ended``)."""
+def connect_stream(state: AppState, request: Request, session_id: str,
+                   parameters: dict[str, str] | None = None) -> Response:
+    """``<Connect><Stream>`` to the session's bot (with `parameters` as more ``<Parameter>``s),
+    then the ``<Redirect>`` Telnyx follows once the stream has stopped (``stream_ended``)."""
     base = base_url(state.settings, request)
     agent = state.service.get(session_id).agent
     response = ET.Element("Response")
@@ -94,6 +96,8 @@ def connect_stream(state: AppState, request: Request, session_id: str) -> Respon
                            codec="PCMU", bidirectionalMode="rtp", bidirectionalCodec="PCMU")
     ET.SubElement(stream, "Parameter", name="session", value=session_id)
     ET.SubElement(stream, "Parameter", name="token", value=state.tokens.mint(session_id))
+    for name, value in (parameters or {}).items():
+        ET.SubElement(stream, "Parameter", name=name, value=value)
     redirect(response, f"{base}/v1/telephony/telnyx/{quote(agent)}/ended?session={session_id}")
     return texml(response)
 
@@ -162,7 +166,7 @@ async def telnyx_stream(websocket: WebSocket, state: State) -> None:
         return
     call_control_id = call_of(state, session_id) or check.call_control_id
     await run_stream(state, websocket, session_id, check, CARRIER, [connected, without_token(start)],
-                     hang_up=lambda: hang_up_call(state.settings, session_id, call_control_id))
+                     hang_up=lambda: hang_up_unless_transferred(state, session_id, call_control_id))
 
 
 async def handshake(websocket: WebSocket, check: TelnyxStreamCheck) -> tuple[str, str]:
@@ -187,6 +191,16 @@ def call_of(state: AppState, session_id: str) -> str | None:
     prefix = f"{CARRIER}:"
     return next((key[len(prefix):] for key, sid in reversed(state.call_sessions.items())
                  if sid == session_id and key.startswith(prefix)), None)
+
+
+async def hang_up_unless_transferred(state: AppState, session_id: str, call_control_id: str | None) -> None:
+    """The bot's end of a call: hung up at Telnyx, unless the call was handed to a number (its
+    bot stops then too, but the call goes on)."""
+    record = state.service.table.get(session_id)
+    if record is not None and ("transfer" in record.call
+                               or (record.expected_end and record.expected_end[0] == EndReason.TRANSFERRED)):
+        return
+    await hang_up_call(state.settings, session_id, call_control_id)
 
 
 async def hang_up_call(settings: Settings, session_id: str, call_control_id: str | None) -> None:

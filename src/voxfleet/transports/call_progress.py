@@ -26,6 +26,13 @@ TWILIO_STATUS = {"queued": "queued", "initiated": "initiated", "ringing": "ringi
                  "completed": "completed", "busy": "busy", "no-answer": "no-answer", "failed": "failed",
                  "canceled": "canceled"}
 
+# Telnyx's TeXML CallStatus values (its status callbacks: texml-call-initiated / -ringing / -answered /
+# -completed; the initiate response says "queued"): TwiML's names, so the same mapping, kept apart
+# because it is Telnyx's documented list, not Twilio's.
+TELNYX_STATUS = {"queued": "queued", "initiated": "initiated", "ringing": "ringing", "in-progress": "answered",
+                 "completed": "completed", "busy": "busy", "no-answer": "no-answer", "failed": "failed",
+                 "canceled": "canceled"}
+
 
 @dataclass(frozen=True)
 class CallEnded:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from voxfleet.end_reasons import EndReason
-from voxfleet.transports.call_progress import TWILIO_STATUS, CallEnded, CallProgress
+from voxfleet.transports.call_progress import STATUSES, TELNYX_STATUS, TWILIO_STATUS, CallEnded, CallProgress
 
 
 def test_an_answered_call_moves_forward_and_ends_no_session_by_itself():
@@ -44,3 +44,20 @@ def test_every_twilio_status_has_a_place_and_unknown_ones_are_named():
         call.report(status, 1.0)
     with pytest.raises(ValueError, match="unknown call status 'in-progress'"):
         call.report("in-progress", 1.0)
+
+
+def test_telnyx_statuses_map_to_ours_and_an_unanswered_texml_call_ends_with_its_reason():
+    # Telnyx's TeXML CallStatus values (status callbacks and the initiate response's "queued")
+    assert set(TELNYX_STATUS) == {"queued", "initiated", "ringing", "in-progress", "completed", "busy", "no-answer",
+                                  "failed", "canceled"}
+    assert set(TELNYX_STATUS.values()) <= set(STATUSES) and TELNYX_STATUS["in-progress"] == "answered"
+    answered = CallProgress()
+    for at, status in enumerate(("queued", "initiated", "ringing", "in-progress", "completed")):
+        assert answered.report(TELNYX_STATUS[status], float(at)) is None
+    assert answered.status == "completed" and answered.answered_at == 3.0
+    for status, reason in (("busy", EndReason.CALLEE_BUSY), ("no-answer", EndReason.NO_ANSWER),
+                           ("failed", EndReason.DIAL_FAILED), ("canceled", EndReason.CANCELED)):
+        call = CallProgress()
+        call.report(TELNYX_STATUS["ringing"], 1.0)
+        ended = call.report(TELNYX_STATUS[status], 2.0)
+        assert ended is not None and ended.reason == reason
