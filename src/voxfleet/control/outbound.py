@@ -11,11 +11,12 @@ that reason, which releases its reservation. ``GET /v1/calls/{id}`` shows the ca
 ``DELETE /v1/calls/{id}`` cancels (or ends) it.
 
 Transfer: ``POST /v1/sessions/{id}/transfer {to}`` hands a live call to a number (Twilio: the
-call's TwiML is replaced by a ``<Dial>``); the bot stops and the session ends ``transferred``.
+call's TwiML is replaced by a ``<Dial>``; Plivo: the call is sent to a voxfleet URL answering
+one); the bot stops and the session ends ``transferred``.
 
 What is carrier-neutral lives here; a carrier that can dial is a :class:`Dialer` in ``DIALERS``
 (its REST calls), plus its answer and status webhooks, which call :func:`answered` and
-:func:`report` (Twilio's: ``control/twilio_calls.py``).
+:func:`report` (Twilio's: ``control/twilio_calls.py``; Plivo's: ``control/plivo_calls.py``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from voxfleet.config import Settings
-from voxfleet.control import twilio_rest
+from voxfleet.control import plivo_rest, twilio_rest
 from voxfleet.control.calls import remember_call
 from voxfleet.control.state import AppState, State, require_private
 from voxfleet.control.telephony import base_url
@@ -75,6 +76,7 @@ class Dialer:
 DIALERS: dict[str, Dialer] = {
     "twilio": Dialer(twilio_rest.client, twilio_rest.dial, twilio_rest.end, twilio_rest.transfer,
                      "/v1/telephony/twilio"),
+    "plivo": Dialer(plivo_rest.check, plivo_rest.dial, plivo_rest.end, plivo_rest.transfer, "/v1/telephony/plivo"),
 }
 
 
@@ -85,11 +87,11 @@ class DialRequest(BaseModel):
     body: dict[str, Any] | None = Field(
         default=None, description="Given to the bot as runner_args.body (its \"call\" key is set by voxfleet).")
     machineDetection: Literal["Enable", "DetectMessageEnd"] | None = Field(
-        default=None, description="Twilio answering-machine detection; its AnsweredBy reaches the bot as the "
-        "stream's answeredBy parameter and the call's timeline.")
+        default=None, description="Answering-machine detection; Twilio's AnsweredBy reaches the bot as the "
+        "stream's answeredBy parameter and the call's timeline (Plivo: machine_detection, its Machine the timeline).")
     ringTimeoutS: int | None = Field(default=None, ge=5, le=600,
                                      description="How long it rings (default telephony.ring_timeout_s).")
-    carrier: Literal["twilio"] = Field(default="twilio", description="The carrier that places the call.")
+    carrier: Literal["twilio", "plivo"] = Field(default="twilio", description="The carrier that places the call.")
     region: str | None = Field(default=None, max_length=64, description="The region to run the bot in.")
 
 
