@@ -158,12 +158,19 @@ async def test_with_no_capacity_the_call_is_refused_before_anything_is_dialled(s
     await plivo.wait(first.json()["carrierCallId"])
 
 
-async def test_a_ringing_call_is_canceled(server, plivo):
+async def test_a_ringing_call_is_canceled_and_only_its_own_signed_callbacks_count(server, plivo):
     # no callback arrives (lost): voxfleet knows the call by its request_uuid and cancels that request
     await asyncio.to_thread(warm_and_free, server)
     plivo.callees["15005550400"] = Callee("silent")
     reply = await dial(server, "+15005550400", ringTimeoutS=30)
     request_uuid = reply.json()["carrierCallId"]
+    # its callbacks are Plivo's (signed) and this call's (its RequestUUID)
+    status_url = plivo.calls[request_uuid].body["hangup_url"]
+    params = {"CallUUID": "c0ffee", "RequestUUID": "another-request", "CallStatus": "busy", "Direction": "outbound"}
+    async with httpx.AsyncClient(timeout=10) as http:
+        unsigned = await http.post(status_url, data=params)
+        other = await http.post(status_url, data=params, headers=plivo.caller.signed_headers(status_url, params))
+    assert unsigned.status_code == 403 and other.status_code == 400 and other.json()["field"] == "RequestUUID"
     async with httpx.AsyncClient(base_url=server.url) as http:
         assert (await http.delete(f"/v1/calls/{reply.json()['callId']}")).status_code == 200
     ended = await call_of(server, reply.json()["callId"])
