@@ -121,6 +121,7 @@ class PlivoCallResult:
     close_reason: str = ""
     closed_at: float | None = None  # s since start when the stream closed
     hung_up: bool = False  # the caller hung up (closed the socket)
+    left_stream: bool = False  # the call left the stream (a transfer): Plivo closed it and ran other XML
     after: PlivoAnswer | None = None  # what the redirect after <Stream> answered once the stream ended
     after_error: str | None = None
     v2v_ms: list[float] = field(default_factory=list)  # end of each utterance -> the bot's first audio after it
@@ -175,10 +176,13 @@ class PlivoCaller:
 
     async def stream(self, answer: PlivoAnswer, call_uuid: str, speech: list[np.ndarray], *,
                      listen_s: float = 20.0, after_greeting: bool = True, hang_up: bool = True,
-                     start_overrides: dict[str, Any] | None = None) -> PlivoCallResult:
+                     start_overrides: dict[str, Any] | None = None,
+                     ended: asyncio.Event | None = None) -> PlivoCallResult:
         """Open the XML's stream as Plivo does and hold a conversation: wait for the greeting,
         then say each utterance (8 kHz int16) in real time, streaming silence otherwise; listen
-        for the bot's answers; hang up (close the socket) unless `hang_up` is False."""
+        for the bot's answers; hang up (close the socket) unless `hang_up` is False. When
+        `ended` is set the call has left the stream (a transfer): Plivo closes the socket at
+        once and runs no XML after the ``<Stream>``."""
         assert answer.stream_url, "the XML has no <Stream>"
         stream_id = str(uuid.uuid4())
         result = PlivoCallResult(answers=[answer])
@@ -192,10 +196,20 @@ class PlivoCaller:
             frames = _Frames(ws, stream_id, extra)
             listener = asyncio.create_task(self._listen(ws, frames, result, started))
             try:
-                result.v2v_ms = await converse(Pacer(frames.media), [pcm16_to_ulaw(s) for s in speech], SILENCE,
-                                               result.speech_at, started, listen_s=listen_s,
-                                               after_greeting=after_greeting)
-                if hang_up:
+                conversation = asyncio.create_task(converse(
+                    Pacer(frames.media), [pcm16_to_ulaw(s) for s in speech], SILENCE, result.speech_at, started,
+                    listen_s=listen_s, after_greeting=after_greeting))
+                left = asyncio.create_task((ended or asyncio.Event()).wait())
+                await asyncio.wait({conversation, left}, return_when=asyncio.FIRST_COMPLETED)
+                result.left_stream = left.done()
+                left.cancel()
+                if conversation.done():
+                    result.v2v_ms = conversation.result()
+                else:
+                    conversation.cancel()
+                if result.left_stream:
+                    await ws.close()
+                elif hang_up:
                     result.hung_up = True
                     await ws.close()
                 await asyncio.wait_for(asyncio.shield(listener), 5)
@@ -205,7 +219,7 @@ class PlivoCaller:
                 listener.cancel()
             result.close_code, result.close_reason = ws.close_code, ws.close_reason or ""
             result.closed_at = result.closed_at or time.monotonic() - started
-        if not result.hung_up and answer.redirect:
+        if not result.hung_up and not result.left_stream and answer.redirect:
             try:  # keepCallAlive: the stream is over, the call is not; Plivo runs the next element
                 result.after = await self.post(answer.redirect, self.call_params(call_uuid, status="in-progress"))
             except (httpx.HTTPError, WebhookRefused) as exc:

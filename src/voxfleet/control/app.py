@@ -17,7 +17,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from voxfleet import __version__
 from voxfleet.config import Settings
 from voxfleet.control import (
-    exotel, ops, outbound, pages, plivo, recordings_api, sessions_api, telephony, telnyx, telnyx_calls, twilio_calls,
+    exotel, ops, outbound, pages, plivo, plivo_calls, recordings_api, sessions_api, telephony, telnyx,
+    telnyx_calls, twilio_calls,
 )
 from voxfleet.control.auth import Auth
 from voxfleet.control.errors import error_response, install_error_handlers
@@ -68,6 +69,7 @@ def build_app(state: AppState) -> FastAPI:
     app.include_router(outbound.router)
     app.include_router(twilio_calls.router)
     app.include_router(plivo.router)
+    app.include_router(plivo_calls.router)
     app.include_router(telnyx.router)
     app.include_router(telnyx_calls.router)
     app.include_router(exotel.router)

@@ -11,11 +11,12 @@ that reason, which releases its reservation. ``GET /v1/calls/{id}`` shows the ca
 ``DELETE /v1/calls/{id}`` cancels (or ends) it.
 
 Transfer: ``POST /v1/sessions/{id}/transfer {to}`` hands a live call to a number (Twilio: the
-call's TwiML is replaced by a ``<Dial>``); the bot stops and the session ends ``transferred``.
+call's TwiML is replaced by a ``<Dial>``; Plivo: the call is sent to a voxfleet URL answering
+one); the bot stops and the session ends ``transferred``.
 
 What is carrier-neutral lives here; a carrier that can dial is a :class:`Dialer` in ``DIALERS``
 (its REST calls), plus its answer and status webhooks, which call :func:`answered` and
-:func:`report` (Twilio's: ``control/twilio_calls.py``).
+:func:`report` (Twilio's: ``control/twilio_calls.py``; Plivo's: ``control/plivo_calls.py``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from voxfleet.config import Settings
-from voxfleet.control import telnyx_rest, twilio_rest
+from voxfleet.control import plivo_rest, telnyx_rest, twilio_rest
 from voxfleet.control.calls import remember_call
 from voxfleet.control.state import AppState, State, require_private
 from voxfleet.control.telephony import base_url
@@ -77,6 +78,7 @@ DIALERS: dict[str, Dialer] = {
                      "/v1/telephony/twilio"),
     "telnyx": Dialer(telnyx_rest.check, telnyx_rest.dial, telnyx_rest.end, telnyx_rest.transfer,
                      "/v1/telephony/telnyx"),
+    "plivo": Dialer(plivo_rest.check, plivo_rest.dial, plivo_rest.end, plivo_rest.transfer, "/v1/telephony/plivo"),
 }
 
 
@@ -87,11 +89,11 @@ class DialRequest(BaseModel):
     body: dict[str, Any] | None = Field(
         default=None, description="Given to the bot as runner_args.body (its \"call\" key is set by voxfleet).")
     machineDetection: Literal["Enable", "DetectMessageEnd"] | None = Field(
-        default=None, description="Answering-machine detection (Twilio, Telnyx); its AnsweredBy reaches the bot as the "
-        "stream's answeredBy parameter and the call's timeline.")
+        default=None, description="Answering-machine detection (Twilio, Telnyx: its AnsweredBy reaches the bot as the "
+        "stream's answeredBy parameter; Plivo: machine_detection, its Machine in the timeline only).")
     ringTimeoutS: int | None = Field(default=None, ge=5, le=600,
                                      description="How long it rings (default telephony.ring_timeout_s).")
-    carrier: Literal["twilio", "telnyx"] = Field(default="twilio", description="The carrier that places the call.")
+    carrier: Literal["twilio", "telnyx", "plivo"] = Field(default="twilio", description="The carrier that places the call.")
     region: str | None = Field(default=None, max_length=64, description="The region to run the bot in.")
 
 
@@ -163,7 +165,8 @@ async def dial_out(agent: str, request: DialRequest, http_request: Request, stat
         report(state, record, "failed", str(exc))  # ends the session dial_failed: its bot is released
         raise
     if placed["sid"]:  # else its carrier's first signed webhook says it (Telnyx's answer may not)
-        record.call["carrierCallId"] = placed["sid"]
+        # a callback may have come first and named the call already (Plivo's CallUUID): it stays
+        record.call["carrierCallId"] = record.call.get("carrierCallId") or placed["sid"]
         remember_call(state, request.carrier, placed["sid"], record.session_id)
     report(state, record, placed.get("status") or "queued")
     service.tasks.spawn(_ring_deadline(state, record, ring + REPORT_GRACE_S), f"ring:{record.session_id}")

@@ -35,6 +35,7 @@ from voxfleet.control.calls import ConnectStream, Hold, admit_call, after_stream
 from voxfleet.control.state import AppState, State
 from voxfleet.control.streams import receive_frame, reject
 from voxfleet.control.telephony import HANDSHAKE_TIMEOUT_S, base_url, run_stream, ws_base
+from voxfleet.end_reasons import EndReason
 from voxfleet.exceptions import InvalidRequest, StreamProtocolError, StreamRejected, StreamTokenInvalid, \
     TelephonySignatureInvalid
 from voxfleet.transports.plivo_auth import EXPIRY_PARAM, verify_request
@@ -157,8 +158,14 @@ async def plivo_stream(websocket: WebSocket, state: State) -> None:
         await reject(websocket, exc)
         return
     call_uuid = check.call_id or ""
-    await run_stream(state, websocket, session_id, check, "plivo", [without_token(start)],
-                     hang_up=lambda: hang_up_call(state.settings, call_uuid))
+
+    async def hang_up() -> None:
+        ended = state.service.table.get(session_id)
+        if ended is not None and ended.expected_end and ended.expected_end[0] == EndReason.TRANSFERRED:
+            return  # the call goes on with the number it was handed to
+        await hang_up_call(state.settings, call_uuid)
+
+    await run_stream(state, websocket, session_id, check, "plivo", [without_token(start)], hang_up=hang_up)
 
 
 async def handshake(websocket: WebSocket, check: PlivoStreamCheck) -> str:

@@ -1,7 +1,7 @@
 """An outbound phone call's progress, as its carrier reports it (pure: no I/O, no clock).
 
 A carrier reports a call it places in status callbacks: queued, initiated, ringing, answered
-(Twilio: ``in-progress``), then completed, or busy / no-answer / failed / canceled when nobody
+(Twilio and Plivo: ``in-progress``), then completed, or busy / no-answer / failed / canceled when nobody
 answered. Callbacks can arrive late, twice or out of order (each is an HTTP request of its own,
 retried by the carrier), so :class:`CallProgress` keeps every report in the timeline but moves the
 call's status forward only, and says once, at the first final report of a call never answered,
@@ -32,6 +32,13 @@ TWILIO_STATUS = {"queued": "queued", "initiated": "initiated", "ringing": "ringi
 TELNYX_STATUS = {"queued": "queued", "initiated": "initiated", "ringing": "ringing", "in-progress": "answered",
                  "completed": "completed", "busy": "busy", "no-answer": "no-answer", "failed": "failed",
                  "canceled": "canceled"}
+
+# Plivo's CallStatus values (its ring and hang-up callbacks, the answer URL) -> ours. Plivo's
+# "timeout" is a failure to connect (a carrier or network problem), not a callee who never
+# answered ("no-answer"); "cancel" is a call its caller (voxfleet) canceled before the answer.
+PLIVO_STATUS = {"queued": "queued", "ringing": "ringing", "in-progress": "answered", "completed": "completed",
+                "busy": "busy", "no-answer": "no-answer", "failed": "failed", "timeout": "failed",
+                "cancel": "canceled"}
 
 
 @dataclass(frozen=True)

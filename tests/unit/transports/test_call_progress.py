@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from voxfleet.end_reasons import EndReason
-from voxfleet.transports.call_progress import STATUSES, TELNYX_STATUS, TWILIO_STATUS, CallEnded, CallProgress
+from voxfleet.transports.call_progress import (
+    PLIVO_STATUS, STATUSES, TELNYX_STATUS, TWILIO_STATUS, CallEnded, CallProgress,
+)
 
 
 def test_an_answered_call_moves_forward_and_ends_no_session_by_itself():
@@ -61,3 +63,20 @@ def test_telnyx_statuses_map_to_ours_and_an_unanswered_texml_call_ends_with_its_
         call.report(TELNYX_STATUS["ringing"], 1.0)
         ended = call.report(TELNYX_STATUS[status], 2.0)
         assert ended is not None and ended.reason == reason
+
+
+def test_plivo_statuses_map_to_ours_and_a_plivo_call_never_answered_ends_with_its_reason():
+    assert set(PLIVO_STATUS.values()) <= set(STATUSES)
+    assert PLIVO_STATUS["in-progress"] == "answered" and PLIVO_STATUS["cancel"] == "canceled"
+    for plivo, reason in (("busy", EndReason.CALLEE_BUSY), ("no-answer", EndReason.NO_ANSWER),
+                          ("timeout", EndReason.DIAL_FAILED), ("failed", EndReason.DIAL_FAILED),
+                          ("cancel", EndReason.CANCELED)):
+        call = CallProgress()
+        call.report("queued", 0.0)
+        call.report(PLIVO_STATUS["ringing"], 1.0)
+        ended = call.report(PLIVO_STATUS[plivo], 2.0, "HangupCause X")
+        assert ended == CallEnded(reason, "HangupCause X"), plivo
+    answered = CallProgress()
+    for at, plivo in enumerate(("ringing", "in-progress", "completed")):
+        assert answered.report(PLIVO_STATUS[plivo], float(at)) is None  # an answered call's end is its stream's
+    assert answered.status == "completed" and answered.answered_at == 1.0
