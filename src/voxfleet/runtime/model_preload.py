@@ -13,8 +13,8 @@ prebuilt instance (each instance used once; nothing is shared between sessions).
 e.g. arguments that differ per session, builds normally: the bot is never given a model it did
 not ask for.
 
-Piper's first words are learned the same way: the first ``MAX_PHRASES`` texts a session's Piper
-voice synthesizes (a greeting, typically the same every session) are reported (``piper.phrase``),
+Piper's first words are learned the same way: the first text a session's Piper voice synthesizes
+(its greeting, typically the same every session) is reported (``piper.phrase``),
 and a warm bot synthesizes them in advance with its own prebuilt voice; when the bot's voice is
 asked for exactly that text (default synthesis settings) it yields those chunks at once instead
 of synthesizing them again. Only when ``bot()`` speaks a text word for word as the last session
@@ -87,7 +87,9 @@ def call_key(kind: str, args: list[Any], kwargs: dict[str, Any]) -> str:
 
 
 PIPER_LOAD, PIPER_PHRASE = "piper.PiperVoice.load", "piper.phrase"
-MAX_PHRASES = 2  # per session: the first texts its Piper voice speaks
+# per session: the first text its Piper voice speaks (the greeting; an answer is not learned, even
+# when a caller asks what the last one asked: the next caller's question is not known)
+MAX_PHRASES = 1
 MAX_PHRASE_CHARS = 300
 
 

