@@ -1,6 +1,7 @@
 """Holding a spoken conversation over a frame-based stream, as a phone or a client app does:
 frames every 20 ms in real time (silence between utterances), each utterance said once the bot
-has finished its turn. Shared by the Twilio-protocol caller and the Pipecat WebSocket client."""
+has finished its turn. Shared by the carriers' callers (Twilio, Telnyx, Plivo) and the Pipecat
+WebSocket client."""
 
 from __future__ import annotations
 
@@ -49,3 +50,17 @@ async def converse(pacer: Pacer, utterances: list[bytes], silence: bytes, speech
         if after:
             v2v.append(round((after[0] - said_at) * 1000, 1))
     return v2v
+
+
+async def until_left(conversation: asyncio.Task[list[float]], ended: asyncio.Event | None) -> tuple[list[float], bool]:
+    """Hold `conversation` until it is over or the call leaves the stream (`ended` set: a REST
+    update or a transfer took it); its voice-to-voice figures (none if it was cut short) and
+    whether the call left."""
+    left = asyncio.create_task((ended or asyncio.Event()).wait())
+    await asyncio.wait({conversation, left}, return_when=asyncio.FIRST_COMPLETED)
+    call_left = left.done()
+    left.cancel()
+    if conversation.done():
+        return conversation.result(), call_left
+    conversation.cancel()
+    return [], call_left

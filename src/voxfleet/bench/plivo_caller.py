@@ -31,7 +31,7 @@ import httpx
 import numpy as np
 import websockets
 
-from voxfleet.bench.conversation import Pacer, converse
+from voxfleet.bench.conversation import Pacer, converse, until_left
 from voxfleet.bench.twilio_caller import SILENCE, WebhookRefused
 from voxfleet.transports.twilio_media import is_speech, pcm16_to_ulaw, ulaw_to_pcm16
 
@@ -199,14 +199,7 @@ class PlivoCaller:
                 conversation = asyncio.create_task(converse(
                     Pacer(frames.media), [pcm16_to_ulaw(s) for s in speech], SILENCE, result.speech_at, started,
                     listen_s=listen_s, after_greeting=after_greeting))
-                left = asyncio.create_task((ended or asyncio.Event()).wait())
-                await asyncio.wait({conversation, left}, return_when=asyncio.FIRST_COMPLETED)
-                result.left_stream = left.done()
-                left.cancel()
-                if conversation.done():
-                    result.v2v_ms = conversation.result()
-                else:
-                    conversation.cancel()
+                result.v2v_ms, result.left_stream = await until_left(conversation, ended)
                 if result.left_stream:
                     await ws.close()
                 elif hang_up:

@@ -32,7 +32,7 @@ import websockets
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from voxfleet.bench.conversation import Pacer, converse
+from voxfleet.bench.conversation import Pacer, converse, until_left
 from voxfleet.bench.twilio_caller import SILENCE, CallResult, TwimlAnswer, WebhookRefused, parse_twiml
 from voxfleet.transports.telnyx_auth import sign
 from voxfleet.transports.twilio_media import pcm16_to_ulaw
@@ -162,14 +162,7 @@ class TelnyxCaller:
                 conversation = asyncio.create_task(converse(
                     Pacer(lambda payload: stream.send_media(ws, payload)), [pcm16_to_ulaw(s) for s in speech],
                     SILENCE, result.speech_at, started, listen_s=listen_s, after_greeting=after_greeting))
-                left = asyncio.create_task((ended or asyncio.Event()).wait())
-                await asyncio.wait({conversation, left}, return_when=asyncio.FIRST_COMPLETED)
-                call_left = left.done()
-                left.cancel()
-                if conversation.done():
-                    result.v2v_ms = conversation.result()
-                else:
-                    conversation.cancel()
+                result.v2v_ms, call_left = await until_left(conversation, ended)
                 if send_stop or call_left:
                     result.stopped_by_caller = True
                     await ws.send(json.dumps({"event": "stop", "sequence_number": stream.next_sequence(),

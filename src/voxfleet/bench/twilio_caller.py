@@ -22,7 +22,7 @@ import numpy as np
 import websockets
 from twilio.request_validator import RequestValidator
 
-from voxfleet.bench.conversation import Pacer, converse
+from voxfleet.bench.conversation import Pacer, converse, until_left
 from voxfleet.transports.twilio_media import FRAME_BYTES, is_speech, pcm16_to_ulaw, ulaw_to_pcm16
 
 SILENCE = b"\xff" * FRAME_BYTES  # mu-law digital silence, 20 ms
@@ -173,14 +173,7 @@ class TwilioCaller:
                 conversation = asyncio.create_task(converse(
                     Pacer(frames.send), [pcm16_to_ulaw(s) for s in speech], SILENCE, result.speech_at, started,
                     listen_s=listen_s, after_greeting=after_greeting))
-                left = asyncio.create_task((ended or asyncio.Event()).wait())
-                await asyncio.wait({conversation, left}, return_when=asyncio.FIRST_COMPLETED)
-                call_left = left.done()
-                left.cancel()
-                if conversation.done():
-                    result.v2v_ms = conversation.result()
-                else:
-                    conversation.cancel()
+                result.v2v_ms, call_left = await until_left(conversation, ended)
                 if send_stop or call_left:
                     result.stopped_by_caller = True
                     await ws.send(json.dumps({"event": "stop", "sequenceNumber": "9999", "streamSid": stream_sid,

@@ -19,12 +19,13 @@ and the requests its Python SDK makes (``plivo.resources.calls``):
   the XML fetched from ``aleg_url`` (a ``<Dial><Number>``).
 
 Each callee number behaves as its ``Callee`` says (answers and talks, is busy, never answers, a
-call that cannot be connected, or rings with no callback at all). Runs in the caller's event loop.
+call that cannot be connected, or rings with no callback at all; answered by a machine when its
+``answered_by`` is not ``human``). Runs in the caller's event loop. What every carrier's stand-in
+does alike is ``carrier_standin``'s; here are Plivo's routes, errors, auth, signature, statuses.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import time
 import uuid
@@ -33,86 +34,50 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import numpy as np
-import uvicorn
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from voxfleet.bench.plivo_caller import PlivoCaller, PlivoCallResult, parse_plivo_xml
+from voxfleet.testing.carrier_standin import Callee, CarrierStandIn
+from voxfleet.testing.carrier_standin import PlacedCall as CarrierCall
 
-FINAL = ("completed", "busy", "no-answer", "timeout", "cancel", "failed")
+__all__ = ["Callee", "PlacedCall", "PlivoStandIn", "parse_dial"]
+
 HANGUP_CAUSE = {"completed": "NORMAL_CLEARING", "busy": "USER_BUSY", "no-answer": "NO_ANSWER",
                 "timeout": "RECOVERY_ON_TIMER_EXPIRE", "cancel": "ORIGINATOR_CANCEL", "failed": "UNALLOCATED_NUMBER"}
 
 
 @dataclass
-class Callee:
-    """How the called number behaves: ``answer`` (after `ring_s`, then says `speech`), ``busy``,
-    ``no-answer`` (rings until the call's ring_timeout), ``failed`` (cannot be connected: Plivo's
-    ``timeout``), or ``silent`` (rings for ever and no callback arrives: callbacks lost)."""
-
-    behaviour: str = "answer"
-    ring_s: float = 0.2
-    speech: list[np.ndarray] = field(default_factory=list)
-    listen_s: float = 8.0
-    machine: bool = False
-
-
-@dataclass
-class PlacedCall:
+class PlacedCall(CarrierCall):
     request_uuid: str
     call_uuid: str
     body: dict[str, Any]
-    events: list[str] = field(default_factory=list)  # CallStatus values reported, in order
-    status: str = "queued"
     xml: list[str] = field(default_factory=list)  # every XML the call was given
-    answered_at: float | None = None  # monotonic
     result: PlivoCallResult | None = None
-    transferred_to: str | None = None
     transfer_caller_id: str | None = None
-    callback_errors: list[str] = field(default_factory=list)
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-    left_stream: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-class PlivoStandIn:
+class PlivoStandIn(CarrierStandIn[PlacedCall]):
+    FINAL = ("completed", "busy", "no-answer", "timeout", "cancel", "failed")
+    INITIATED = None  # Plivo's first callback is the ring
+    FAILED = "timeout"
+    SET_UP_S = 0.2
+    SILENT_RING_REPORTED = False
+
     def __init__(self, auth_id: str, auth_token: str, *, invalid: frozenset[str] = frozenset()) -> None:
+        super().__init__()  # callees by destination number and calls by request_uuid, both Plivo's format
         self.auth_id, self.auth_token = auth_id, auth_token
         self.invalid = invalid  # destination numbers (Plivo's format, no "+") refused with 400
-        self.callees: dict[str, Callee] = {}  # by destination number, Plivo's format
-        self.calls: dict[str, PlacedCall] = {}  # by request_uuid
         self.requests: list[tuple[str, str, dict[str, Any], int]] = []  # method, path, body, status answered
         self.caller = PlivoCaller("http://unused", auth_token, auth_id=auth_id)
-        self._server: uvicorn.Server | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._calls: set[asyncio.Task[None]] = set()
-        self.url = ""
 
-    # -- lifecycle --------------------------------------------------------------------------
-    async def start(self, port: int = 0) -> "PlivoStandIn":
+    def _routes(self) -> list[Route]:
         base = f"/v1/Account/{self.auth_id}"
-        app = Starlette(routes=[
-            Route(f"{base}/Call/", self._create, methods=["POST"]),
-            Route(f"{base}/Call/{{uuid}}/", self._transfer, methods=["POST"]),
-            Route(f"{base}/Call/{{uuid}}/", self._hang_up, methods=["DELETE"]),
-            Route(f"{base}/Request/{{uuid}}/", self._cancel, methods=["DELETE"])])
-        self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                                     lifespan="off"))
-        self._task = asyncio.create_task(self._server.serve())
-        while not self._server.started:
-            await asyncio.sleep(0.01)
-        port = self._server.servers[0].sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-        return self
-
-    async def stop(self) -> None:
-        for task in list(self._calls):
-            task.cancel()
-        if self._server is not None and self._task is not None:
-            self._server.should_exit = True
-            await self._task
+        return [Route(f"{base}/Call/", self._create, methods=["POST"]),
+                Route(f"{base}/Call/{{uuid}}/", self._transfer, methods=["POST"]),
+                Route(f"{base}/Call/{{uuid}}/", self._hang_up, methods=["DELETE"]),
+                Route(f"{base}/Request/{{uuid}}/", self._cancel, methods=["DELETE"])]
 
     def inbound_call(self, call_uuid: str, from_: str, to: str) -> PlacedCall:
         """A call Plivo received (answered, its stream opened by a ``PlivoCaller``), so that its
@@ -130,8 +95,8 @@ class PlivoStandIn:
         expected = base64.b64encode(f"{self.auth_id}:{self.auth_token}".encode()).decode()
         return request.headers.get("authorization") == f"Basic {expected}"
 
-    async def _answer(self, request: Request, body: dict[str, Any], status: int,
-                      content: dict[str, Any] | None) -> Response:
+    async def _reply(self, request: Request, body: dict[str, Any], status: int,
+                     content: dict[str, Any] | None) -> Response:
         self.requests.append((request.method, request.url.path, body, status))
         if content is None:
             return Response(status_code=status)
@@ -150,55 +115,52 @@ class PlivoStandIn:
     async def _create(self, request: Request) -> Response:
         body = await self._body(request)
         if not self._authorised(request):
-            return await self._answer(request, body, 401, {"error": "authentication failed"})
+            return await self._reply(request, body, 401, {"error": "authentication failed"})
         for name in ("from", "to", "answer_url"):
             if not body.get(name):
-                return await self._answer(request, body, 400, {"error": f"{name} parameter is required"})
+                return await self._reply(request, body, 400, {"error": f"{name} parameter is required"})
         if str(body["to"]) in self.invalid:
-            return await self._answer(request, body, 400, {"error": f"'{body['to']}' is not a valid phone number."})
+            return await self._reply(request, body, 400, {"error": f"'{body['to']}' is not a valid phone number."})
         call = PlacedCall(str(uuid.uuid4()), str(uuid.uuid4()), body)
-        self.calls[call.request_uuid] = call
-        task = asyncio.create_task(self._progress(call, self.callees.get(str(body["to"]), Callee())))
-        self._calls.add(task)
-        task.add_done_callback(self._calls.discard)
-        return await self._answer(request, body, 201, {"message": "call fired", "request_uuid": call.request_uuid})
+        self._place(call.request_uuid, call, str(body["to"]))
+        return await self._reply(request, body, 201, {"message": "call fired", "request_uuid": call.request_uuid})
 
     async def _cancel(self, request: Request) -> Response:
         call = self.calls.get(request.path_params["uuid"])
         if not self._authorised(request):
-            return await self._answer(request, {}, 401, {"error": "authentication failed"})
-        if call is None or call.answered_at is not None or call.status in FINAL:
-            return await self._answer(request, {}, 404, {"error": "not found"})
+            return await self._reply(request, {}, 401, {"error": "authentication failed"})
+        if call is None or call.answered_at is not None or call.status in self.FINAL:
+            return await self._reply(request, {}, 404, {"error": "not found"})
         call.left_stream.set()
         await self._report(call, "cancel")
-        return await self._answer(request, {}, 204, None)
+        return await self._reply(request, {}, 204, None)
 
     async def _hang_up(self, request: Request) -> Response:
         call = self.by_call_uuid(request.path_params["uuid"])
         if not self._authorised(request):
-            return await self._answer(request, {}, 401, {"error": "authentication failed"})
-        if call is None or call.status in FINAL or call.transferred_to is not None:
-            return await self._answer(request, {}, 404, {"error": "not found"})
+            return await self._reply(request, {}, 401, {"error": "authentication failed"})
+        if call is None or call.status in self.FINAL or call.transferred_to is not None:
+            return await self._reply(request, {}, 404, {"error": "not found"})
         call.left_stream.set()
         await self._report(call, "completed" if call.answered_at is not None else "cancel")
-        return await self._answer(request, {}, 204, None)
+        return await self._reply(request, {}, 204, None)
 
     async def _transfer(self, request: Request) -> Response:
         body = await self._body(request)
         call = self.by_call_uuid(request.path_params["uuid"])
         if not self._authorised(request):
-            return await self._answer(request, body, 401, {"error": "authentication failed"})
-        if call is None or call.answered_at is None or call.status in FINAL:
-            return await self._answer(request, body, 404, {"error": "not found"})
+            return await self._reply(request, body, 401, {"error": "authentication failed"})
+        if call is None or call.answered_at is None or call.status in self.FINAL:
+            return await self._reply(request, body, 404, {"error": "not found"})
         if body.get("legs") != "aleg" or not body.get("aleg_url"):
-            return await self._answer(request, body, 400, {"error": "aleg_url parameter is required for aleg"})
+            return await self._reply(request, body, 400, {"error": "aleg_url parameter is required for aleg"})
         response = await self._post(call, str(body["aleg_url"]), self._params(call, "in-progress"))
         if response is None or response.status_code != 200:
-            return await self._answer(request, body, 400, {"error": "could not fetch aleg_url"})
+            return await self._reply(request, body, 400, {"error": "could not fetch aleg_url"})
         call.xml.append(response.text)
         call.transferred_to, call.transfer_caller_id = parse_dial(response.text)
         call.left_stream.set()  # the call leaves its <Stream> for the fetched XML
-        return await self._answer(request, body, 202, {"message": "call transferred"})
+        return await self._reply(request, body, 202, {"message": "call transferred"})
 
     # -- the call ----------------------------------------------------------------------------
     def _params(self, call: PlacedCall, status: str) -> dict[str, str]:
@@ -206,87 +168,36 @@ class PlivoStandIn:
                 "ALegRequestUUID": call.request_uuid, "From": str(call.body["from"]), "To": str(call.body["to"]),
                 "Direction": "outbound" if call.body.get("answer_url") else "inbound", "CallStatus": status}
 
-    async def _report(self, call: PlacedCall, status: str, *, lost: bool = False) -> None:
+    def _ring_timeout(self, call: PlacedCall) -> float:
+        return float(call.body.get("ring_timeout") or 120)
+
+    def _signed(self, url: str, params: dict[str, str]) -> dict[str, Any]:
+        return {"data": params, "headers": self.caller.signed_headers(url, params)}
+
+    async def _callback(self, call: PlacedCall, status: str, final: bool) -> None:
         """The ring callback (ringing) or the hang-up callback (a final status), as Plivo sends them."""
-        if call.status in FINAL:
-            return
-        call.status = status
-        call.events.append(status)
-        final = status in FINAL
         url = call.body.get("hangup_url" if final else "ring_url")
-        if url and not lost:
+        if url:
             params = {**self._params(call, status), "Event": "Hangup" if final else "Ring"}
             if final:
                 duration = round(time.monotonic() - call.answered_at) if call.answered_at is not None else 0
                 params.update({"HangupCause": HANGUP_CAUSE[status], "Duration": str(duration),
                                "BillDuration": str(duration)})
             await self._post(call, str(url), params)
-        if final:
-            call.done.set()
 
-    async def _post(self, call: PlacedCall, url: str, params: dict[str, str]) -> httpx.Response | None:
-        try:
-            async with httpx.AsyncClient(timeout=15) as http:
-                response = await http.post(url, data=params, headers=self.caller.signed_headers(url, params))
-        except httpx.HTTPError as exc:
-            call.callback_errors.append(f"{url}: {exc}")
-            return None
-        if response.status_code >= 300:
-            call.callback_errors.append(f"{url}: HTTP {response.status_code} {response.text[:200]}")
-        return response
-
-    async def _progress(self, call: PlacedCall, callee: Callee) -> None:
-        if callee.behaviour == "failed":
-            await asyncio.sleep(0.05)
-            await self._report(call, "timeout")
-            return
-        lost = callee.behaviour == "silent"
-        await asyncio.sleep(0.2)  # the carrier sets the call up
-        await self._report(call, "ringing", lost=lost)
-        if callee.behaviour == "busy":
-            await asyncio.sleep(callee.ring_s)
-            await self._report(call, "busy")
-            return
-        if callee.behaviour in ("no-answer", "silent"):
-            timeout = float(call.body.get("ring_timeout") or 120)
-            try:
-                await asyncio.wait_for(call.left_stream.wait(), timeout)  # canceled while it rang
-            except asyncio.TimeoutError:
-                await self._report(call, "no-answer", lost=lost)
-            return
-        try:
-            await asyncio.wait_for(call.left_stream.wait(), callee.ring_s)
-            return  # canceled while it rang
-        except asyncio.TimeoutError:
-            pass
-        await self._answered(call, callee)
-
-    async def _answered(self, call: PlacedCall, callee: Callee) -> None:
-        call.answered_at = time.monotonic()
-        call.status = "in-progress"
-        call.events.append("in-progress")
-        params = self._params(call, "in-progress")
-        params["Event"] = "StartApp"
+    async def _answer_webhook(self, call: PlacedCall, callee: Callee) -> httpx.Response | None:
+        await self._report(call, "in-progress", lost=True)  # answer_url is the only word of it
+        params = {**self._params(call, "in-progress"), "Event": "StartApp"}
         if call.body.get("machine_detection"):
-            params["Machine"] = "true" if callee.machine else "false"
-        response = await self._post(call, str(call.body["answer_url"]), params)
-        if response is None or response.status_code != 200:
-            await self._report(call, "completed")  # Plivo tries fallback_url (none here) and hangs up
-            return
-        call.xml.append(response.text)
-        answer = parse_plivo_xml(response.text)
+            params["Machine"] = "false" if callee.answered_by == "human" else "true"
+        return await self._post(call, str(call.body["answer_url"]), params)
+
+    async def _connect(self, call: PlacedCall, callee: Callee, document: str) -> None:
+        call.xml.append(document)
+        answer = parse_plivo_xml(document)
         if answer.stream_url:
             call.result = await self.caller.stream(answer, call.call_uuid, callee.speech, listen_s=callee.listen_s,
                                                    ended=call.left_stream)
-        if call.transferred_to is None:
-            await self._report(call, "completed")
-        else:
-            call.done.set()  # the call goes on, with the number it was handed to
-
-    async def wait(self, request_uuid: str, timeout: float = 30.0) -> PlacedCall:
-        call = self.calls[request_uuid]
-        await asyncio.wait_for(call.done.wait(), timeout)
-        return call
 
 
 def parse_dial(xml: str) -> tuple[str | None, str | None]:
