@@ -9,44 +9,29 @@ updates (cancel, hang up, a transfer's ``<Dial>``).
 from __future__ import annotations
 
 import asyncio
-import json
-import socket
-from pathlib import Path
+from functools import partial
 
 import httpx
 import pytest
 
 from tests.conftest import TWILIO_ACCOUNT_SID as ACCOUNT
 from tests.conftest import TWILIO_AUTH_TOKEN as AUTH_TOKEN
-from tests.conftest import TWILIO_ENV, Server, wait_for
+from tests.conftest import TWILIO_ENV, Server
+from tests.e2e import outbound_helpers
+from tests.e2e.outbound_helpers import TONE_BOT, call_of, free_port, tone_server, transfer, warm_and_free
 from voxfleet.bench.twilio_caller import TwilioCaller
 from voxfleet.testing.twilio_standin import Callee, TwilioStandIn
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]  # the stand-in serves on the fixtures' loop
 
-TONE_BOT = str(Path(__file__).parents[2] / "src/voxfleet/bots/tone.py")
 FROM = "+15005550006"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def carrier_port() -> int:
-    return free_port()
+dial = partial(outbound_helpers.dial, from_=FROM)
+carrier_port = pytest.fixture(scope="module")(free_port)
 
 
 @pytest.fixture(scope="module")
 def server(carrier_port):
-    # room for exactly one tone bot (500 mCPU), kept warm: a second call at once finds no capacity
-    server = Server("--dev", "--bot", TONE_BOT, env={
-        **TWILIO_ENV, "VOXFLEET_TELEPHONY__TWILIO_API_BASE": f"http://127.0.0.1:{carrier_port}",
-        "VOXFLEET_CAPACITY_CPU_MILLIS": "500", "VOXFLEET_TELEPHONY__RING_TIMEOUT_S": "5",
-        "VOXFLEET_AGENTS": json.dumps([{"name": "tone", "bot": TONE_BOT, "min_warm": 1, "pool_policy": "fixed"}]),
-    })
+    server = tone_server({**TWILIO_ENV, "VOXFLEET_TELEPHONY__TWILIO_API_BASE": f"http://127.0.0.1:{carrier_port}"})
     yield server
     server.stop()
 
@@ -58,27 +43,8 @@ async def twilio(carrier_port):
     await standin.stop()
 
 
-def warm_and_free(server: Server) -> dict:
-    """Once the call's reservation is released and the warm bot is back: the capacity snapshot."""
-    with server.client() as http:
-        return wait_for(lambda: (c := http.get("/v1/capacity").json())["agents"]["tone"]["warm"] == 1
-                        and c["agents"]["tone"]["active"] == 0 and c["reservations"] == 1 and c, 20)
-
-
-async def dial(server: Server, to: str, **extra) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
-        return await http.post("/v1/agents/tone/calls", json={"to": to, "from": FROM, **extra})
-
-
-async def call_of(server: Server, call_id: str, state: str = "ended", timeout: float = 20) -> dict:
-    def poll() -> dict:
-        with server.client() as http:
-            return wait_for(lambda: (c := http.get(f"/v1/calls/{call_id}").json())["state"] == state and c, timeout)
-    return await asyncio.to_thread(poll)
-
-
 async def test_an_answered_call_reaches_its_reserved_bot_and_its_timeline_is_recorded(server, twilio):
-    await asyncio.to_thread(warm_and_free, server)
+    await warm_and_free(server)
     twilio.callees["+15005550100"] = Callee("answer", ring_s=0.3, listen_s=3)
     reply = await dial(server, "+15005550100", body={"campaign": "renewals"}, machineDetection="Enable")
     assert reply.status_code == 201, reply.text
@@ -103,29 +69,29 @@ async def test_an_answered_call_reaches_its_reserved_bot_and_its_timeline_is_rec
     with server.client() as http:
         record = http.get(f"/v1/sessions/{call['callId']}").json()
     assert record["call"]["carrierCallId"] == call["carrierCallId"] and record["transport"] == "twilio"
-    await asyncio.to_thread(warm_and_free, server)
+    await warm_and_free(server)
 
 
 @pytest.mark.parametrize(("behaviour", "reason"), [("busy", "callee_busy"), ("failed", "dial_failed"),
                                                     ("no-answer", "no_answer")])
 async def test_a_call_never_answered_releases_its_reservation_with_the_reason(server, twilio, behaviour, reason):
-    await asyncio.to_thread(warm_and_free, server)
+    await warm_and_free(server)
     twilio.callees["+15005550200"] = Callee(behaviour, ring_s=0.2)
     reply = await dial(server, "+15005550200", ringTimeoutS=5)
     assert reply.status_code == 201, reply.text
     ended = await call_of(server, reply.json()["callId"])
     assert ended["endReason"] == reason and ended["status"] == behaviour
     assert ended["answeredAt"] is None
-    snapshot = await asyncio.to_thread(warm_and_free, server)
+    snapshot = await warm_and_free(server)
     assert snapshot["invariant_ok"]
 
 
 async def test_a_number_twilio_refuses_is_named_and_nothing_stays_reserved(server, twilio):
-    await asyncio.to_thread(warm_and_free, server)
+    await warm_and_free(server)
     reply = await dial(server, "+15005550001")
     assert reply.status_code == 400 and reply.json()["field"] == "to", reply.text
     assert "21211" in reply.json()["error"] and "not a valid phone number" in reply.json()["error"]
-    await asyncio.to_thread(warm_and_free, server)
+    await warm_and_free(server)
     for body, field in (({"to": "5551234", "from": FROM}, "to"), ({"to": "+15005550100"}, "from"),
                         ({"to": "+15005550100", "from": FROM, "ringTimeoutS": 1}, "ringTimeoutS"),
                         ({"to": "+15005550100", "from": FROM, "dial": "now"}, "dial")):
@@ -137,7 +103,7 @@ async def test_a_number_twilio_refuses_is_named_and_nothing_stays_reserved(serve
 
 
 async def test_with_no_capacity_the_call_is_refused_before_anything_is_dialled(server, twilio):
-    await asyncio.to_thread(warm_and_free, server)
+    await warm_and_free(server)
     twilio.callees["+15005550300"] = Callee("answer", ring_s=0.1, listen_s=6)
     first = await dial(server, "+15005550300")
     assert first.status_code == 201
@@ -151,7 +117,7 @@ async def test_with_no_capacity_the_call_is_refused_before_anything_is_dialled(s
 
 
 async def test_a_ringing_call_is_canceled_and_a_lost_status_report_cannot_hold_a_bot(server, twilio):
-    await asyncio.to_thread(warm_and_free, server)
+    await warm_and_free(server)
     twilio.callees["+15005550400"] = Callee("silent")
     reply = await dial(server, "+15005550400", ringTimeoutS=5)
     async with httpx.AsyncClient(base_url=server.url) as http:
@@ -161,7 +127,7 @@ async def test_a_ringing_call_is_canceled_and_a_lost_status_report_cannot_hold_a
     assert ended["endReason"] == "canceled"
     update = f"/2010-04-01/Accounts/{ACCOUNT}/Calls/{reply.json()['carrierCallId']}.json"
     assert any(p == update and f.get("Status") == "canceled" for _m, p, f in twilio.requests)
-    await asyncio.to_thread(warm_and_free, server)
+    await warm_and_free(server)
     # no report at all (the carrier's callbacks lost): the ring deadline ends it and cancels the call
     reply = await dial(server, "+15005550400", ringTimeoutS=5)
     ended = await call_of(server, reply.json()["callId"], timeout=30)  # ring 5 s + the report's grace 10 s
@@ -169,29 +135,27 @@ async def test_a_ringing_call_is_canceled_and_a_lost_status_report_cannot_hold_a
 
 
 async def test_a_live_call_is_transferred_and_its_session_ends_transferred(server, twilio):
-    await asyncio.to_thread(warm_and_free, server)
+    await warm_and_free(server)
     twilio.callees["+15005550500"] = Callee("answer", ring_s=0.1, listen_s=30)
     reply = await dial(server, "+15005550500")
     call_id = reply.json()["callId"]
     await call_of(server, call_id, state="active")
-    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
-        wrong = await http.post(f"/v1/sessions/{call_id}/transfer", json={"to": "12345"})
-        assert wrong.status_code == 400 and wrong.json()["field"] == "to"
-        moved = await http.post(f"/v1/sessions/{call_id}/transfer", json={"to": "+15005550999"})
-        assert moved.status_code == 200, moved.text
-        again = await http.post(f"/v1/sessions/{call_id}/transfer", json={"to": "+15005550999"})
-        assert again.status_code == 409
+    wrong = await transfer(server, call_id, "12345")
+    assert wrong.status_code == 400 and wrong.json()["field"] == "to"
+    moved = await transfer(server, call_id, "+15005550999")
+    assert moved.status_code == 200, moved.text
+    assert (await transfer(server, call_id, "+15005550999")).status_code == 409
     placed = await twilio.wait(reply.json()["carrierCallId"])
     assert placed.transferred_to == "+15005550999" and "<Dial>" in placed.twiml[-1]
     assert placed.result is not None and placed.result.stopped_by_caller  # the stream left for the <Dial>
     ended = await call_of(server, call_id)
     assert ended["endReason"] == "transferred" and ended["endDetail"] == "to +15005550999"
     assert ended["transfer"]["to"] == "+15005550999"
-    await asyncio.to_thread(warm_and_free, server)
+    await warm_and_free(server)
 
 
 async def test_an_inbound_call_is_transferred_too(server, twilio):
-    await asyncio.to_thread(warm_and_free, server)
+    await warm_and_free(server)
     caller = TwilioCaller(server.url, AUTH_TOKEN, account_sid=ACCOUNT)
     call_sid, answers = await caller.dial("tone")
     call = twilio.inbound(call_sid, "+15005550006", "+15005550001")
@@ -199,15 +163,14 @@ async def test_an_inbound_call_is_transferred_too(server, twilio):
     session_id = answers[-1].parameters["session"]
     record = await call_of(server, session_id, state="active")
     assert record["direction"] == "inbound" and record["carrierCallId"] == call_sid
-    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
-        moved = await http.post(f"/v1/sessions/{session_id}/transfer", json={"to": "+15005550998", "from": FROM})
+    moved = await transfer(server, session_id, "+15005550998", FROM)
     assert moved.status_code == 200, moved.text
     result = await asyncio.wait_for(streaming, 15)
     assert result.stopped_by_caller and call.transferred_to == "+15005550998"
     assert 'callerId="+15005550006"' in call.twiml[-1]
     ended = await call_of(server, session_id)
     assert ended["endReason"] == "transferred"
-    await asyncio.to_thread(warm_and_free, server)
+    await warm_and_free(server)
 
 
 async def test_calls_need_twilio_credentials_and_other_sessions_cannot_be_transferred(twilio, carrier_port):

@@ -10,47 +10,31 @@ address): Plivo fetches a transfer's XML from it.
 from __future__ import annotations
 
 import asyncio
-import json
-import socket
-from pathlib import Path
+from functools import partial
 
 import httpx
 import pytest
 
-from tests.conftest import PLIVO_ENV, Server, wait_for
+from tests.conftest import PLIVO_ENV, Server
+from tests.e2e import outbound_helpers
+from tests.e2e.outbound_helpers import TONE_BOT, call_of, free_port, tone_server, transfer, until, warm_and_free
 from voxfleet.bench.plivo_caller import PlivoCaller
 from voxfleet.control.plivo_rest import TRANSFER_PATH
 from voxfleet.testing.plivo_standin import Callee, PlivoStandIn
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]  # the stand-in serves on the fixtures' loop
 
-TONE_BOT = str(Path(__file__).parents[2] / "src/voxfleet/bots/tone.py")
 AUTH_ID, AUTH_TOKEN = PLIVO_ENV["PLIVO_AUTH_ID"], PLIVO_ENV["PLIVO_AUTH_TOKEN"]
 FROM = "+14155550006"
 ACCOUNT = f"/v1/Account/{AUTH_ID}"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def carrier_port() -> int:
-    return free_port()
+dial = partial(outbound_helpers.dial, from_=FROM, carrier="plivo")
+carrier_port = pytest.fixture(scope="module")(free_port)
 
 
 @pytest.fixture(scope="module")
 def server(carrier_port):
-    # room for exactly one tone bot (500 mCPU), kept warm: a second call at once finds no capacity
-    port = free_port()
-    server = Server("--dev", "--bot", TONE_BOT, "--port", str(port), env={
-        **PLIVO_ENV, "VOXFLEET_TELEPHONY__PLIVO_API_BASE": f"http://127.0.0.1:{carrier_port}",
-        "VOXFLEET_PUBLIC_URL": f"http://127.0.0.1:{port}",
-        "VOXFLEET_CAPACITY_CPU_MILLIS": "500", "VOXFLEET_TELEPHONY__RING_TIMEOUT_S": "5",
-        "VOXFLEET_AGENTS": json.dumps([{"name": "tone", "bot": TONE_BOT, "min_warm": 1, "pool_policy": "fixed"}]),
-    })
+    server = tone_server({**PLIVO_ENV, "VOXFLEET_TELEPHONY__PLIVO_API_BASE": f"http://127.0.0.1:{carrier_port}"},
+                         public=True)
     yield server
     server.stop()
 
@@ -62,32 +46,8 @@ async def plivo(carrier_port):
     await standin.stop()
 
 
-def warm_and_free(server: Server) -> dict:
-    """Once the call's reservation is released and the warm bot is back: the capacity snapshot."""
-    with server.client() as http:
-        return wait_for(lambda: (c := http.get("/v1/capacity").json())["agents"]["tone"]["warm"] == 1
-                        and c["agents"]["tone"]["active"] == 0 and c["reservations"] == 1 and c, 20)
-
-
-async def dial(server: Server, to: str, **extra) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
-        return await http.post("/v1/agents/tone/calls", json={"to": to, "from": FROM, "carrier": "plivo", **extra})
-
-
-async def until(server: Server, call_id: str, predicate, timeout: float = 20) -> dict:
-    """The call (GET /v1/calls/{id}) once `predicate` holds for it (polled off the event loop)."""
-    def poll() -> dict:
-        with server.client() as http:
-            return wait_for(lambda: predicate(c := http.get(f"/v1/calls/{call_id}").json()) and c, timeout)
-    return await asyncio.to_thread(poll)
-
-
-async def call_of(server: Server, call_id: str, state: str = "ended", timeout: float = 20) -> dict:
-    return await until(server, call_id, lambda c: c["state"] == state, timeout)
-
-
 async def test_an_answered_call_reaches_its_reserved_bot_and_its_timeline_is_recorded(server, plivo):
-    await asyncio.to_thread(warm_and_free, server)
+    await warm_and_free(server)
     plivo.callees["15005550100"] = Callee("answer", ring_s=0.3, listen_s=3)
     reply = await dial(server, "+15005550100", body={"campaign": "renewals"}, machineDetection="Enable")
     assert reply.status_code == 201, reply.text
@@ -115,30 +75,30 @@ async def test_an_answered_call_reaches_its_reserved_bot_and_its_timeline_is_rec
     # from its first callback on, the call is known by its CallUUID (what hang-up and transfer need)
     assert record["call"]["carrierCallId"] == placed.call_uuid and record["transport"] == "plivo"
     assert record["call"]["requestUuid"] == placed.request_uuid
-    await asyncio.to_thread(warm_and_free, server)
+    await warm_and_free(server)
 
 
 @pytest.mark.parametrize(("behaviour", "reason", "status"), [
     ("busy", "callee_busy", "busy"), ("failed", "dial_failed", "failed"), ("no-answer", "no_answer", "no-answer")])
 async def test_a_call_never_answered_releases_its_reservation_with_the_reason(server, plivo, behaviour, reason,
                                                                                status):
-    await asyncio.to_thread(warm_and_free, server)
+    await warm_and_free(server)
     plivo.callees["15005550200"] = Callee(behaviour, ring_s=0.2)
     reply = await dial(server, "+15005550200", ringTimeoutS=5)
     assert reply.status_code == 201, reply.text
     ended = await call_of(server, reply.json()["callId"])
     assert ended["endReason"] == reason and ended["status"] == status and ended["answeredAt"] is None
     assert "HangupCause" in ended["endDetail"]  # Plivo's cause, e.g. USER_BUSY, in the session's end
-    snapshot = await asyncio.to_thread(warm_and_free, server)
+    snapshot = await warm_and_free(server)
     assert snapshot["invariant_ok"]
 
 
 async def test_a_number_plivo_refuses_is_named_and_nothing_stays_reserved(server, plivo):
-    await asyncio.to_thread(warm_and_free, server)
+    await warm_and_free(server)
     reply = await dial(server, "+15005550001")
     assert reply.status_code == 400 and reply.json()["field"] == "to", reply.text
     assert "not a valid phone number" in reply.json()["error"] and "HTTP 400" in reply.json()["error"]
-    await asyncio.to_thread(warm_and_free, server)
+    await warm_and_free(server)
     async with httpx.AsyncClient(base_url=server.url) as http:
         bad = await http.post("/v1/agents/tone/calls", json={"to": "+15005550100", "from": FROM, "carrier": "plivoo"})
     assert bad.status_code == 400 and bad.json()["field"] == "carrier", bad.text
@@ -146,7 +106,7 @@ async def test_a_number_plivo_refuses_is_named_and_nothing_stays_reserved(server
 
 
 async def test_with_no_capacity_the_call_is_refused_before_anything_is_dialled(server, plivo):
-    await asyncio.to_thread(warm_and_free, server)
+    await warm_and_free(server)
     plivo.callees["15005550300"] = Callee("answer", ring_s=0.1, listen_s=4)
     first = await dial(server, "+15005550300")
     assert first.status_code == 201
@@ -160,7 +120,7 @@ async def test_with_no_capacity_the_call_is_refused_before_anything_is_dialled(s
 
 async def test_a_ringing_call_is_canceled_and_only_its_own_signed_callbacks_count(server, plivo):
     # no callback arrives (lost): voxfleet knows the call by its request_uuid and cancels that request
-    await asyncio.to_thread(warm_and_free, server)
+    await warm_and_free(server)
     plivo.callees["15005550400"] = Callee("silent")
     reply = await dial(server, "+15005550400", ringTimeoutS=30)
     request_uuid = reply.json()["carrierCallId"]
@@ -176,7 +136,7 @@ async def test_a_ringing_call_is_canceled_and_only_its_own_signed_callbacks_coun
     ended = await call_of(server, reply.json()["callId"])
     assert ended["endReason"] == "canceled"
     assert ("DELETE", f"{ACCOUNT}/Request/{request_uuid}/", {}, 204) in plivo.requests
-    await asyncio.to_thread(warm_and_free, server)
+    await warm_and_free(server)
     # ringing (its ring callback came): known by its CallUUID, the ringing call is hung up
     plivo.callees["15005550401"] = Callee("no-answer")
     reply = await dial(server, "+15005550401", ringTimeoutS=30)
@@ -188,22 +148,20 @@ async def test_a_ringing_call_is_canceled_and_only_its_own_signed_callbacks_coun
     assert ("DELETE", f"{ACCOUNT}/Call/{placed.call_uuid}/", {}, 204) in plivo.requests
     ended = await call_of(server, call_id)
     assert ended["endReason"] == "canceled" and placed.events == ["ringing", "cancel"]
-    await asyncio.to_thread(warm_and_free, server)
+    await warm_and_free(server)
 
 
 async def test_a_live_call_is_transferred_and_its_session_ends_transferred(server, plivo):
-    await asyncio.to_thread(warm_and_free, server)
+    await warm_and_free(server)
     plivo.callees["15005550500"] = Callee("answer", ring_s=0.1, listen_s=30)
     reply = await dial(server, "+15005550500")
     call_id = reply.json()["callId"]
     await call_of(server, call_id, state="active")
-    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
-        wrong = await http.post(f"/v1/sessions/{call_id}/transfer", json={"to": "12345"})
-        assert wrong.status_code == 400 and wrong.json()["field"] == "to"
-        moved = await http.post(f"/v1/sessions/{call_id}/transfer", json={"to": "+15005550999", "from": FROM})
-        assert moved.status_code == 200, moved.text
-        again = await http.post(f"/v1/sessions/{call_id}/transfer", json={"to": "+15005550999"})
-        assert again.status_code == 409
+    wrong = await transfer(server, call_id, "12345")
+    assert wrong.status_code == 400 and wrong.json()["field"] == "to"
+    moved = await transfer(server, call_id, "+15005550999", FROM)
+    assert moved.status_code == 200, moved.text
+    assert (await transfer(server, call_id, "+15005550999")).status_code == 409
     placed = await plivo.wait(reply.json()["carrierCallId"])
     transfers = [(b, s) for m, p, b, s in plivo.requests if m == "POST" and p == f"{ACCOUNT}/Call/{placed.call_uuid}/"]
     assert len(transfers) == 1 and transfers[0][1] == 202
@@ -215,11 +173,11 @@ async def test_a_live_call_is_transferred_and_its_session_ends_transferred(serve
     assert ended["transfer"]["to"] == "+15005550999"
     assert not any(m == "DELETE" for m, _p, _b, _s in plivo.requests)  # the transferred call is not hung up
     assert not placed.callback_errors, placed.callback_errors
-    await asyncio.to_thread(warm_and_free, server)
+    await warm_and_free(server)
 
 
 async def test_an_inbound_plivo_call_is_transferred_by_its_call_uuid(server, plivo):
-    await asyncio.to_thread(warm_and_free, server)
+    await warm_and_free(server)
     caller = PlivoCaller(server.url, AUTH_TOKEN, auth_id=AUTH_ID)
     call_uuid, answers = await caller.dial("tone")
     inbound = plivo.inbound_call(call_uuid, "14155550006", "14155550001")
@@ -227,14 +185,13 @@ async def test_an_inbound_plivo_call_is_transferred_by_its_call_uuid(server, pli
     session_id = answers[-1].session
     record = await call_of(server, session_id, state="active")
     assert record["direction"] == "inbound" and record["carrierCallId"] == call_uuid
-    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
-        moved = await http.post(f"/v1/sessions/{session_id}/transfer", json={"to": "+15005550998"})
+    moved = await transfer(server, session_id, "+15005550998")
     assert moved.status_code == 200, moved.text
     result = await asyncio.wait_for(streaming, 15)
     assert result.left_stream and inbound.transferred_to == "15005550998" and inbound.transfer_caller_id is None
     ended = await call_of(server, session_id)
     assert ended["endReason"] == "transferred"
-    await asyncio.to_thread(warm_and_free, server)
+    await warm_and_free(server)
 
 
 async def test_calls_need_plivo_credentials(plivo):

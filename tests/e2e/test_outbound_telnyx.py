@@ -10,46 +10,32 @@ answer, Ed25519-signed status callbacks, the signed answer webhook, the media st
 from __future__ import annotations
 
 import asyncio
-import json
-import socket
-from pathlib import Path
+from functools import partial
 
 import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import TELNYX_ACCOUNT, Server, wait_for
+from tests.conftest import TELNYX_ACCOUNT, Server
+from tests.e2e import outbound_helpers
+from tests.e2e.outbound_helpers import TONE_BOT, call_of, free_port, tone_server, transfer, warm_and_free
 from voxfleet.bench.telnyx_caller import TelnyxCaller, call_control_id
 from voxfleet.testing.telnyx_standin import Callee, TelnyxStandIn
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]  # the stand-in serves on the fixtures' loop
 
-TONE_BOT = str(Path(__file__).parents[2] / "src/voxfleet/bots/tone.py")
 FROM = "+13125550006"
 APP_ID = "1293384261075731499"
 CALLS = f"/v2/texml/Accounts/{TELNYX_ACCOUNT.account_sid}/Calls"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def carrier_port() -> int:
-    return free_port()
+dial = partial(outbound_helpers.dial, from_=FROM, carrier="telnyx")
+carrier_port = pytest.fixture(scope="module")(free_port)
 
 
 @pytest.fixture(scope="module")
 def server(carrier_port):
-    # room for exactly one tone bot (500 mCPU), kept warm: a second call at once finds no capacity
-    server = Server("--dev", "--bot", TONE_BOT, env={
+    server = tone_server({
         **TELNYX_ACCOUNT.env, "TELNYX_ACCOUNT_SID": TELNYX_ACCOUNT.account_sid, "TELNYX_TEXML_APP_ID": APP_ID,
-        "VOXFLEET_TELEPHONY__TELNYX_API_BASE": f"http://127.0.0.1:{carrier_port}/v2",
-        "VOXFLEET_CAPACITY_CPU_MILLIS": "500", "VOXFLEET_TELEPHONY__RING_TIMEOUT_S": "5",
-        "VOXFLEET_AGENTS": json.dumps([{"name": "tone", "bot": TONE_BOT, "min_warm": 1, "pool_policy": "fixed"}]),
-    })
+        "VOXFLEET_TELEPHONY__TELNYX_API_BASE": f"http://127.0.0.1:{carrier_port}/v2"})
     yield server
     server.stop()
 
@@ -61,27 +47,8 @@ async def telnyx(carrier_port):
     await standin.stop()
 
 
-def warm_and_free(server: Server) -> dict:
-    """Once the call's reservation is released and the warm bot is back: the capacity snapshot."""
-    with server.client() as http:
-        return wait_for(lambda: (c := http.get("/v1/capacity").json())["agents"]["tone"]["warm"] == 1
-                        and c["agents"]["tone"]["active"] == 0 and c["reservations"] == 1 and c, 20)
-
-
-async def dial(server: Server, to: str, **extra) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
-        return await http.post("/v1/agents/tone/calls", json={"to": to, "from": FROM, "carrier": "telnyx", **extra})
-
-
-async def call_of(server: Server, call_id: str, state: str = "ended", timeout: float = 20) -> dict:
-    def poll() -> dict:
-        with server.client() as http:
-            return wait_for(lambda: (c := http.get(f"/v1/calls/{call_id}").json())["state"] == state and c, timeout)
-    return await asyncio.to_thread(poll)
-
-
 async def test_an_answered_call_reaches_its_reserved_bot_and_its_timeline_is_recorded(server, telnyx):
-    await asyncio.to_thread(warm_and_free, server)
+    await warm_and_free(server)
     telnyx.callees["+13125550100"] = Callee("answer", ring_s=0.3, listen_s=3)
     reply = await dial(server, "+13125550100", body={"campaign": "renewals"}, machineDetection="Enable")
     assert reply.status_code == 201, reply.text
@@ -106,36 +73,36 @@ async def test_an_answered_call_reaches_its_reserved_bot_and_its_timeline_is_rec
     with server.client() as http:
         record = http.get(f"/v1/sessions/{call['callId']}").json()
     assert record["transport"] == "telnyx" and record["call"]["carrierCallId"] == call["carrierCallId"]
-    await asyncio.to_thread(warm_and_free, server)
+    await warm_and_free(server)
 
 
 @pytest.mark.parametrize(("behaviour", "reason"), [("busy", "callee_busy"), ("failed", "dial_failed"),
                                                     ("no-answer", "no_answer")])
 async def test_a_call_never_answered_releases_its_reservation_with_the_reason(server, telnyx, behaviour, reason):
-    await asyncio.to_thread(warm_and_free, server)
+    await warm_and_free(server)
     telnyx.callees["+13125550200"] = Callee(behaviour, ring_s=0.2)
     reply = await dial(server, "+13125550200", ringTimeoutS=5)
     assert reply.status_code == 201, reply.text
     ended = await call_of(server, reply.json()["callId"])
     assert ended["endReason"] == reason and ended["status"] == behaviour and ended["answeredAt"] is None
-    snapshot = await asyncio.to_thread(warm_and_free, server)
+    snapshot = await warm_and_free(server)
     assert snapshot["invariant_ok"]
 
 
 async def test_a_number_telnyx_refuses_is_named_and_nothing_stays_reserved(server, telnyx):
-    await asyncio.to_thread(warm_and_free, server)
+    await warm_and_free(server)
     reply = await dial(server, "+13125550001")
     assert reply.status_code == 400 and reply.json()["field"] == "to", reply.text
     assert "10002" in reply.json()["error"] and "Invalid phone number" in reply.json()["error"]
-    await asyncio.to_thread(warm_and_free, server)
+    await warm_and_free(server)
     too_long = await dial(server, "+13125550100", ringTimeoutS=300)  # TeXML rings at most 120 s
     assert too_long.status_code == 400 and too_long.json()["field"] == "ringTimeoutS", too_long.text
-    await asyncio.to_thread(warm_and_free, server)
+    await warm_and_free(server)
     assert [b["To"] for _m, p, b in telnyx.requests if p == CALLS] == ["+13125550001"]
 
 
 async def test_with_no_capacity_the_call_is_refused_before_anything_is_dialled(server, telnyx):
-    await asyncio.to_thread(warm_and_free, server)
+    await warm_and_free(server)
     telnyx.callees["+13125550300"] = Callee("answer", ring_s=0.1, listen_s=4)
     first = await dial(server, "+13125550300")
     assert first.status_code == 201
@@ -148,7 +115,7 @@ async def test_with_no_capacity_the_call_is_refused_before_anything_is_dialled(s
 
 
 async def test_a_ringing_call_is_canceled(server, telnyx):
-    await asyncio.to_thread(warm_and_free, server)
+    await warm_and_free(server)
     telnyx.callees["+13125550400"] = Callee("silent")
     reply = await dial(server, "+13125550400", ringTimeoutS=5)
     call = reply.json()
@@ -159,20 +126,18 @@ async def test_a_ringing_call_is_canceled(server, telnyx):
     assert ended["endReason"] == "canceled"
     assert ("POST", f"{CALLS}/{call['carrierCallId']}", {"Status": "completed"}) in telnyx.requests
     assert telnyx.calls[call["carrierCallId"]].events[-1] == "canceled"
-    await asyncio.to_thread(warm_and_free, server)
+    await warm_and_free(server)
 
 
 async def test_a_live_call_is_transferred_and_its_session_ends_transferred(server, telnyx):
-    await asyncio.to_thread(warm_and_free, server)
+    await warm_and_free(server)
     telnyx.callees["+13125550500"] = Callee("answer", ring_s=0.1, listen_s=30)
     reply = await dial(server, "+13125550500")
     call_id = reply.json()["callId"]
     await call_of(server, call_id, state="active")
-    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
-        moved = await http.post(f"/v1/sessions/{call_id}/transfer", json={"to": "+13125550999", "from": FROM})
-        assert moved.status_code == 200, moved.text
-        again = await http.post(f"/v1/sessions/{call_id}/transfer", json={"to": "+13125550999"})
-        assert again.status_code == 409
+    moved = await transfer(server, call_id, "+13125550999", FROM)
+    assert moved.status_code == 200, moved.text
+    assert (await transfer(server, call_id, "+13125550999")).status_code == 409
     placed = await telnyx.wait(reply.json()["carrierCallId"])
     _m, path, form = next(r for r in telnyx.requests if "Texml" in r[2])
     assert path == f"{CALLS}/{placed.sid}" and f'<Dial callerId="{FROM}"><Number>+13125550999</Number>' in form["Texml"]
@@ -181,11 +146,11 @@ async def test_a_live_call_is_transferred_and_its_session_ends_transferred(serve
     assert ended["endReason"] == "transferred" and ended["endDetail"] == "to +13125550999"
     await asyncio.sleep(0.5)
     assert not any(p.endswith("/actions/hangup") for _m, p, _b in telnyx.requests)  # the call goes on
-    await asyncio.to_thread(warm_and_free, server)
+    await warm_and_free(server)
 
 
 async def test_an_inbound_telnyx_call_is_transferred_by_its_call_sid(server, telnyx):
-    await asyncio.to_thread(warm_and_free, server)
+    await warm_and_free(server)
     caller = TelnyxCaller(server.url)
     call_sid = call_control_id()
     call = telnyx.inbound(call_sid, "+13122010094", "+13122123456")
@@ -194,14 +159,13 @@ async def test_an_inbound_telnyx_call_is_transferred_by_its_call_sid(server, tel
                                                 listen_s=20, ended=call.left_stream))
     session_id = answers[-1].parameters["session"]
     await call_of(server, session_id, state="active")
-    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
-        moved = await http.post(f"/v1/sessions/{session_id}/transfer", json={"to": "+13125550999"})
+    moved = await transfer(server, session_id, "+13125550999")
     assert moved.status_code == 200, moved.text
     result = await asyncio.wait_for(talking, 15)
     assert call.transferred_to == "+13125550999" and result.stopped_by_caller
     assert any(p == f"{CALLS}/{call_sid}" and "Texml" in f for _m, p, f in telnyx.requests)
     assert (await call_of(server, session_id))["endReason"] == "transferred"
-    await asyncio.to_thread(warm_and_free, server)
+    await warm_and_free(server)
 
 
 async def test_calls_need_the_texml_application_and_account(telnyx):
@@ -219,11 +183,11 @@ async def test_calls_need_the_texml_application_and_account(telnyx):
 
 
 async def test_a_call_whose_dial_answer_has_no_call_id_learns_it_from_its_first_signed_webhook(server, telnyx):
-    await asyncio.to_thread(warm_and_free, server)
+    await warm_and_free(server)
     telnyx.with_call_sid = False  # the account-scoped reference documents only from / to / status
     telnyx.callees["+13125550600"] = Callee("busy", ring_s=0.2)
     reply = await dial(server, "+13125550600")
     assert reply.status_code == 201 and reply.json()["carrierCallId"] is None, reply.text
     ended = await call_of(server, reply.json()["callId"])
     assert ended["endReason"] == "callee_busy" and ended["carrierCallId"] == next(iter(telnyx.calls))
-    await asyncio.to_thread(warm_and_free, server)
+    await warm_and_free(server)
