@@ -78,6 +78,61 @@ class Server:
                 self.proc.wait()
 
 
+class RestRecorder:
+    """Stands in for a carrier's REST API, which cannot be reached from here: a loopback HTTP
+    server that answers every request with ``reply(method, path)`` -> (status, JSON payload or
+    None) and hands each to ``record(method, path, headers, body)`` (a subclass's shape of
+    ``requests``)."""
+
+    def __init__(self, suffix: str = "") -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        import json
+
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _serve(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+                api.record(self.command, self.path, self.headers, body)
+                status, payload = api.reply(self.command, self.path)
+                data = b"" if payload is None else json.dumps(payload).encode()
+                self.send_response(status)
+                if payload is not None:
+                    self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_POST = do_DELETE = _serve  # noqa: N815 - http.server's naming
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}{suffix}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def record(self, method: str, path: str, headers, body: str) -> None:
+        raise NotImplementedError
+
+    def reply(self, method: str, path: str) -> tuple[int, dict | None]:
+        return 200, {}
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+async def session_of(server: "Server", session_id: str, state: str = "ended", timeout: float = 10) -> dict:
+    """The session's record once it is in `state` (polled off the event loop: calls run on it)."""
+    import asyncio
+
+    def poll() -> dict:
+        with server.client() as http:
+            return wait_for(lambda: (r := http.get(f"/v1/sessions/{session_id}").json())["state"] == state and r,
+                            timeout)
+    return await asyncio.to_thread(poll)
+
+
 # Twilio credentials of the tests' calls (no request leaves this machine; see test_telephony.py)
 TWILIO_AUTH_TOKEN = "test-auth-token-0123456789"
 TWILIO_ACCOUNT_SID = "AC" + "1" * 32

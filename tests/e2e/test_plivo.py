@@ -7,9 +7,7 @@ import base64
 import json
 import os
 import signal
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -17,7 +15,7 @@ import numpy as np
 import pytest
 import websockets
 
-from tests.conftest import PLIVO_ENV, Server, wait_for
+from tests.conftest import PLIVO_ENV, RestRecorder, Server, wait_for
 from voxfleet.bench.plivo_caller import PlivoCaller
 from voxfleet.bench.speech import speak, transcribe
 from voxfleet.bench.twilio_caller import WebhookRefused
@@ -38,29 +36,19 @@ def silence(seconds: float) -> list[np.ndarray]:
     return [np.zeros(int(8000 * seconds), np.int16)]
 
 
-class FakePlivoAPI:
+class FakePlivoAPI(RestRecorder):
     """Stands in for Plivo's REST API, which cannot be reached from here: records each request
     (method, path, Authorization) and answers a hang-up as Plivo does, 204."""
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, str, str]] = []
-        api = self
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_DELETE(self):  # noqa: N802 - http.server's naming
-                api.requests.append(("DELETE", self.path, self.headers.get("Authorization", "")))
-                self.send_response(204)
-                self.end_headers()
+    def record(self, method: str, path: str, headers, body: str) -> None:
+        self.requests.append((method, path, headers.get("Authorization", "")))
 
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
+    def reply(self, method: str, path: str) -> tuple[int, dict | None]:
+        return 204, None
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,8 @@ offline assistant is in test_phone_conversation.py."""
 import asyncio
 import base64
 import json
-import threading
 import time
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -18,7 +16,7 @@ import websockets
 
 from tests.conftest import TWILIO_ACCOUNT_SID as ACCOUNT
 from tests.conftest import TWILIO_AUTH_TOKEN as AUTH_TOKEN
-from tests.conftest import TWILIO_ENV, Server, wait_for
+from tests.conftest import TWILIO_ENV, RestRecorder, Server, session_of, wait_for
 from voxfleet.bench.twilio_caller import TwilioCaller, WebhookRefused
 from voxfleet.transports.stream_tokens import StreamTokens
 
@@ -29,34 +27,20 @@ SECRET = "stream-token-secret-for-tests"
 TWILIO_ENV = {**TWILIO_ENV, "VOXFLEET_TELEPHONY__STREAM_TOKEN_SECRET": SECRET}
 
 
-class FakeTwilioAPI:
-    """Stands in for Twilio's REST API, which cannot be reached from here: records each request."""
+class FakeTwilioAPI(RestRecorder):
+    """Stands in for Twilio's REST API, which cannot be reached from here: records each request
+    as (method, path, form)."""
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, str, dict[str, str]]] = []
-        api = self
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server's naming
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
-                api.requests.append(("POST", self.path, dict(urllib.parse.parse_qsl(body))))
-                call_sid = self.path.rsplit("/", 1)[-1].removesuffix(".json")
-                payload = json.dumps({"sid": call_sid, "status": "completed", "account_sid": ACCOUNT}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+    def record(self, method: str, path: str, headers, body: str) -> None:
+        self.requests.append((method, path, dict(urllib.parse.parse_qsl(body))))
 
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
+    def reply(self, method: str, path: str) -> tuple[int, dict | None]:
+        call_sid = path.rsplit("/", 1)[-1].removesuffix(".json")
+        return 200, {"sid": call_sid, "status": "completed", "account_sid": ACCOUNT}
 
 
 @pytest.fixture(scope="module")
@@ -72,15 +56,6 @@ def phone_server(twilio_api):
                                                        "VOXFLEET_IDLE_TIMEOUT_S": "5"})
     yield server
     server.stop()
-
-
-async def session_of(server: Server, session_id: str, state: str = "ended", timeout: float = 10) -> dict:
-    """The session's record once it is in `state` (polled off the event loop: calls run on it)."""
-    def poll() -> dict:
-        with server.client() as http:
-            return wait_for(lambda: (r := http.get(f"/v1/sessions/{session_id}").json())["state"] == state and r,
-                            timeout)
-    return await asyncio.to_thread(poll)
 
 
 async def test_a_call_reaches_the_bot_and_hears_it(phone_server):

@@ -7,10 +7,8 @@ import base64
 import json
 import os
 import signal
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -19,7 +17,7 @@ import pytest
 import websockets
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tests.conftest import TELNYX_ACCOUNT, Server, wait_for
+from tests.conftest import TELNYX_ACCOUNT, RestRecorder, Server, session_of, wait_for
 from voxfleet.bench.speech import speak, transcribe
 from voxfleet.bench.telnyx_caller import TelnyxCaller, call_control_id, stream_attributes
 from voxfleet.bench.twilio_caller import WebhookRefused
@@ -33,37 +31,22 @@ LOST = TelephonySettings().lost_message
 STAY = [np.zeros(8000 * 20, np.int16)]  # a caller who stays on the line, silent, for 20 s
 
 
-class FakeTelnyxAPI:
+class FakeTelnyxAPI(RestRecorder):
     """Stands in for Telnyx's REST API (Call Control), which cannot be reached from here: records
     each request as (path, Authorization header)."""
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, str]] = []
-        api = self
+        super().__init__("/v2")
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server's naming
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                api.requests.append((self.path, self.headers.get("Authorization", "")))
-                payload = json.dumps({"data": {"result": "ok"}}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+    def record(self, method: str, path: str, headers, body: str) -> None:
+        self.requests.append((path, headers.get("Authorization", "")))
 
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v2"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def reply(self, method: str, path: str) -> tuple[int, dict | None]:
+        return 200, {"data": {"result": "ok"}}
 
     def hung_up(self, call_sid: str) -> bool:
         return (f"/v2/calls/{call_sid}/actions/hangup", f"Bearer {TELNYX_ACCOUNT.api_key}") in self.requests
-
-    def close(self) -> None:
-        self.server.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -79,15 +62,6 @@ def server(telnyx_api):
                                                       "VOXFLEET_IDLE_TIMEOUT_S": "5"})
     yield server
     server.stop()
-
-
-async def session_of(server: Server, session_id: str, state: str = "ended", timeout: float = 10) -> dict:
-    """The session's record once it is in `state` (polled off the event loop: calls run on it)."""
-    def poll() -> dict:
-        with server.client() as http:
-            return wait_for(lambda: (r := http.get(f"/v1/sessions/{session_id}").json())["state"] == state and r,
-                            timeout)
-    return await asyncio.to_thread(poll)
 
 
 async def test_a_call_reaches_the_bot_and_hears_it(server, telnyx_api):

@@ -39,12 +39,11 @@ from starlette.requests import HTTPConnection
 from voxfleet.config import Settings
 from voxfleet.control.calls import ConnectStream, Goodbye, Hold, admit_call, after_stream
 from voxfleet.control.state import AppState, State
-from voxfleet.control.streams import receive_frame, reject
-from voxfleet.control.telephony import HANDSHAKE_TIMEOUT_S, base_url, run_stream, ws_base
+from voxfleet.control.streams import read_start, reject
+from voxfleet.control.telephony import base_url, run_stream, ws_base
 from voxfleet.exceptions import (
     InvalidRequest,
     StreamCredentialsInvalid,
-    StreamProtocolError,
     StreamRejected,
     StreamTokenInvalid,
     TelephonySignatureInvalid,
@@ -222,7 +221,7 @@ async def exotel_stream(websocket: WebSocket, state: State) -> None:
         return
     check = ExotelStreamCheck()
     try:
-        connected, start = await exotel_handshake(websocket, check)
+        connected, start = await read_start(websocket, check, json.dumps({"event": "connected"}))
         session_id = admitted_session(state, websocket, check)
     except StreamRejected as exc:
         await reject(websocket, exc)
@@ -243,18 +242,3 @@ def admitted_session(state: AppState, websocket: WebSocket, check: ExotelStreamC
     return session_id
 
 
-async def exotel_handshake(websocket: WebSocket, check: ExotelStreamCheck) -> tuple[str, str]:
-    """The stream's ``connected`` and ``start``. Pipecat's parser reads two messages, so a
-    stream that opens with ``start`` gets the documented ``connected`` put before it."""
-    frames: list[str] = []
-    while check.started is None:
-        try:
-            frame = await receive_frame(websocket, HANDSHAKE_TIMEOUT_S)
-        except asyncio.TimeoutError:
-            raise StreamProtocolError("start", None, f"no start event within {HANDSHAKE_TIMEOUT_S:.0f}s") from None
-        if frame is None:
-            raise StreamProtocolError("start", None, "the socket closed before the start event")
-        check.check(frame)
-        frames.append(frame)  # type: ignore[arg-type]  # check() refuses binary frames
-    connected = frames[0] if len(frames) == 2 else json.dumps({"event": "connected"})
-    return connected, frames[-1]

@@ -20,7 +20,6 @@ voxfleet hangs it up through Plivo's REST API (``DELETE /v1/Account/{auth_id}/Ca
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from urllib.parse import quote
@@ -33,10 +32,10 @@ from plivo import plivoxml  # type: ignore[import-untyped]
 from voxfleet.config import Settings
 from voxfleet.control.calls import ConnectStream, Hold, admit_call, after_stream
 from voxfleet.control.state import AppState, State
-from voxfleet.control.streams import receive_frame, reject
-from voxfleet.control.telephony import HANDSHAKE_TIMEOUT_S, base_url, run_stream, ws_base
+from voxfleet.control.streams import read_start, reject
+from voxfleet.control.telephony import base_url, run_stream, ws_base
 from voxfleet.end_reasons import EndReason
-from voxfleet.exceptions import InvalidRequest, StreamProtocolError, StreamRejected, StreamTokenInvalid, \
+from voxfleet.exceptions import InvalidRequest, StreamRejected, StreamTokenInvalid, \
     TelephonySignatureInvalid
 from voxfleet.transports.plivo_auth import EXPIRY_PARAM, verify_request
 from voxfleet.transports.plivo_media import CONTENT_TYPE, PlivoStreamCheck, extra_headers_for, without_token
@@ -149,7 +148,7 @@ async def plivo_stream(websocket: WebSocket, state: State) -> None:
     await websocket.accept()
     check = PlivoStreamCheck()
     try:
-        start = await handshake(websocket, check)
+        _connected, start = await read_start(websocket, check)  # Plivo sends start first
         session_id = state.tokens.consume(check.stream_token())
         record = state.service.table.get(session_id)
         if record is not None and record.transport != "plivo":
@@ -166,18 +165,6 @@ async def plivo_stream(websocket: WebSocket, state: State) -> None:
         await hang_up_call(state.settings, call_uuid)
 
     await run_stream(state, websocket, session_id, check, "plivo", [without_token(start)], hang_up=hang_up)
-
-
-async def handshake(websocket: WebSocket, check: PlivoStreamCheck) -> str:
-    """The stream's ``start`` message: Plivo sends it first, as soon as the socket is open."""
-    try:
-        frame = await receive_frame(websocket, HANDSHAKE_TIMEOUT_S)
-    except asyncio.TimeoutError:
-        raise StreamProtocolError("start", None, f"no start event within {HANDSHAKE_TIMEOUT_S:.0f}s") from None
-    if frame is None:
-        raise StreamProtocolError("start", None, "the socket closed before the start event")
-    check.check(frame)  # anything but a well-formed start is refused here
-    return frame  # type: ignore[return-value]  # check() refuses binary frames
 
 
 async def hang_up_call(settings: Settings, call_uuid: str) -> None:

@@ -55,6 +55,33 @@ class FrameCheck(Protocol):
         """Whether a frame the bot sends carries audible audio (its first one is the TTFW)."""
 
 
+class StartCheck(FrameCheck, Protocol):
+    """A carrier's stream check: it holds the stream's ``start`` once it has seen it."""
+
+    started: dict[str, Any] | None
+
+
+HANDSHAKE_TIMEOUT_S = 10.0
+
+
+async def read_start(websocket: WebSocket, check: StartCheck, connected: str = "") -> tuple[str, str]:
+    """A carrier stream's opening: its frames, each checked, up to and including ``start``, each
+    within HANDSHAKE_TIMEOUT_S. Returns its ``connected`` frame (or `connected` when the stream
+    opened with ``start``: Pipecat's parsers of carriers that send one read two messages; Plivo
+    sends none) and its ``start`` frame."""
+    frames: list[str] = []
+    while check.started is None:
+        try:
+            frame = await receive_frame(websocket, HANDSHAKE_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            raise StreamProtocolError("start", None, f"no start event within {HANDSHAKE_TIMEOUT_S:.0f}s") from None
+        if frame is None:
+            raise StreamProtocolError("start", None, "the socket closed before the start event")
+        check.check(frame)  # a frame that is not the protocol's opening is refused here
+        frames.append(frame)  # type: ignore[arg-type]  # check() refuses binary frames
+    return (frames[0] if len(frames) == 2 else connected), frames[-1]
+
+
 class GenericFrameCheck:
     """Frames of a generic Pipecat WebSocket client (protobuf or JSON): bounded in size and rate."""
 

@@ -14,7 +14,6 @@ WebSocket client (``@pipecat-ai/websocket-transport``: ``?token=``) connects to 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 import time
@@ -32,11 +31,10 @@ from voxfleet.end_reasons import EndReason, failure_text
 from voxfleet.control.state import AppState, State
 from voxfleet.control.twilio_rest import hang_up_call
 from voxfleet.control.streams import (
-    FrameCheck, GenericFrameCheck, RelayEnd, close_caller, receive_frame, reject, relay, rtvi_frame, without_token,
+    FrameCheck, GenericFrameCheck, RelayEnd, close_caller, read_start, reject, relay, rtvi_frame, without_token,
 )
 from voxfleet.exceptions import (
     InvalidRequest,
-    StreamProtocolError,
     StreamRejected,
     StreamTokenInvalid,
     TelephonySignatureInvalid,
@@ -51,7 +49,7 @@ log = logging.getLogger(__name__)
 
 TWILIO_STREAM_PATH = "/v1/telephony/twilio/stream"
 WS_PATH = "/v1/ws"
-HANDSHAKE_TIMEOUT_S = 10.0
+TWILIO_CONNECTED = '{"event": "connected", "protocol": "Call", "version": "1.0.0"}'  # its documented first message
 
 
 def stream_tokens(settings: Settings) -> StreamTokens:
@@ -171,7 +169,7 @@ async def twilio_stream(websocket: WebSocket, state: State) -> None:
     await websocket.accept()
     check = TwilioStreamCheck()
     try:
-        connected, start = await twilio_handshake(websocket, check)
+        connected, start = await read_start(websocket, check, TWILIO_CONNECTED)
         params = check.started.get("customParameters", {})
         session_id = state.tokens.consume(params.get("token"))
         if params.get("session") != session_id:
@@ -182,23 +180,6 @@ async def twilio_stream(websocket: WebSocket, state: State) -> None:
     call_sid = check.started["callSid"]
     await run_stream(state, websocket, session_id, check, "twilio", [connected, without_token(start)],
                      hang_up=lambda: hang_up_call(state.settings, call_sid))
-
-
-async def twilio_handshake(websocket: WebSocket, check: TwilioStreamCheck) -> tuple[str, str]:
-    """The stream's ``connected`` and ``start`` messages. Pipecat's parser reads two messages,
-    so a stream that opens with ``start`` gets the documented ``connected`` put before it."""
-    frames: list[str] = []
-    while check.started is None:
-        try:
-            frame = await receive_frame(websocket, HANDSHAKE_TIMEOUT_S)
-        except asyncio.TimeoutError:
-            raise StreamProtocolError("start", None, f"no start event within {HANDSHAKE_TIMEOUT_S:.0f}s") from None
-        if frame is None:
-            raise StreamProtocolError("start", None, "the socket closed before the start event")
-        check.check(frame)
-        frames.append(frame)  # type: ignore[arg-type]  # check() refuses binary frames
-    connected = frames[0] if len(frames) == 2 else '{"event": "connected", "protocol": "Call", "version": "1.0.0"}'
-    return connected, frames[-1]
 
 
 @router.websocket(WS_PATH)

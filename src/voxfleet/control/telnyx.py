@@ -23,7 +23,6 @@ without it the bot could not take the call) every Telnyx webhook is refused with
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import xml.etree.ElementTree as ET
@@ -36,10 +35,10 @@ from fastapi.responses import Response
 from voxfleet.config import Settings
 from voxfleet.control.calls import ConnectStream, Hold, admit_call, after_stream
 from voxfleet.control.state import AppState, State
-from voxfleet.control.streams import receive_frame, reject
+from voxfleet.control.streams import read_start, reject
 from voxfleet.end_reasons import EndReason
-from voxfleet.control.telephony import HANDSHAKE_TIMEOUT_S, base_url, run_stream, ws_base
-from voxfleet.exceptions import InvalidRequest, StreamProtocolError, StreamRejected, StreamTokenInvalid
+from voxfleet.control.telephony import base_url, run_stream, ws_base
+from voxfleet.exceptions import InvalidRequest, StreamRejected, StreamTokenInvalid
 from voxfleet.exceptions import TelephonySignatureInvalid
 from voxfleet.transports.telnyx_auth import SIGNATURE_HEADER, TIMESTAMP_HEADER, TelnyxSignatures
 from voxfleet.transports.telnyx_media import TelnyxStreamCheck, connected_frame, without_token
@@ -156,7 +155,7 @@ async def telnyx_stream(websocket: WebSocket, state: State) -> None:
     await websocket.accept()
     check = TelnyxStreamCheck()
     try:
-        connected, start = await handshake(websocket, check)
+        connected, start = await read_start(websocket, check, connected_frame())
         params = check.custom_parameters
         session_id = state.tokens.consume(params.get("token"))
         if params.get("session") != session_id:
@@ -167,22 +166,6 @@ async def telnyx_stream(websocket: WebSocket, state: State) -> None:
     call_control_id = call_of(state, session_id) or check.call_control_id
     await run_stream(state, websocket, session_id, check, CARRIER, [connected, without_token(start)],
                      hang_up=lambda: hang_up_unless_transferred(state, session_id, call_control_id))
-
-
-async def handshake(websocket: WebSocket, check: TelnyxStreamCheck) -> tuple[str, str]:
-    """The stream's ``connected`` and ``start`` messages (a stream that opens with ``start`` gets
-    the documented ``connected`` put before it: Pipecat's parser reads two messages)."""
-    frames: list[str] = []
-    while check.started is None:
-        try:
-            frame = await receive_frame(websocket, HANDSHAKE_TIMEOUT_S)
-        except asyncio.TimeoutError:
-            raise StreamProtocolError("start", None, f"no start event within {HANDSHAKE_TIMEOUT_S:.0f}s") from None
-        if frame is None:
-            raise StreamProtocolError("start", None, "the socket closed before the start event")
-        check.check(frame)
-        frames.append(frame)  # type: ignore[arg-type]  # check() refuses binary frames
-    return (frames[0] if len(frames) == 2 else connected_frame()), frames[-1]
 
 
 def call_of(state: AppState, session_id: str) -> str | None:
