@@ -163,8 +163,10 @@ class ModelPreloader:
                 return ready
             voice = preloader._timed(kind, args, kwargs, lambda: original(*args, **kwargs))
             entry = preloader._record(kind, args, kwargs)
-            if entry is not None:
-                voice.voxfleet_load = [entry["args"], entry["kwargs"]]  # its phrases are learned under this
+            # its phrases are learned under its load; a voice a warm bot built in its own warmup()
+            # is no load of the session's (not in the manifest), so nothing it says is learned
+            if entry is not None and preloader.in_session():
+                voice.voxfleet_load = [entry["args"], entry["kwargs"]]
             return voice
 
         load.voxfleet_wrapped = True  # type: ignore[attr-defined]

